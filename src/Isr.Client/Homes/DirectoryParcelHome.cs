@@ -1,0 +1,143 @@
+using System.Text.Json;
+using Isr.Format;
+using Isr.Storage;
+
+namespace Isr.Client.Homes;
+
+/// <summary>
+/// A parcel store in a directory: chunks and pages by tag, a key file holding the user's wrapped secrets, and per parcel
+/// a parcel record and one file per version. Everything in it is ciphertext or keyless metadata.
+/// <code>
+/// DIR/store.json                     format, Argon2id parameters, wrapped user secrets
+/// DIR/chunks/ab/cd/abcd…             blobs (DirectoryChunkStore)
+/// DIR/parcels/NAME/parcel.json       id, chunk size, disk size, wrapped parcel key
+/// DIR/parcels/NAME/versions/N.json   version records (authenticated)
+/// </code>
+/// </summary>
+public sealed class DirectoryParcelHome : IParcelHome
+{
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+    private readonly string _root;
+    private readonly DirectoryChunkStore _chunks;
+
+    public DirectoryParcelHome(string root)
+    {
+        _root = Path.GetFullPath(root);
+        _chunks = new DirectoryChunkStore(Path.Combine(_root, "chunks"));
+    }
+
+    public string Root => _root;
+    public string Describe => $"store {_root}";
+    public IChunkStore Chunks => _chunks;
+    public DirectoryChunkStore ChunkDirectory => _chunks;
+    private string KeyFile => Path.Combine(_root, "store.json");
+    private string ParcelDir(string name) => Path.Combine(_root, "parcels", ValidName(name));
+
+    public static bool IsInitialized(string root) => File.Exists(Path.Combine(root, "store.json"));
+
+    private sealed record KeyFileContent(int Format, KdfParameters Kdf, byte[] WrappedSecrets);
+
+    /// <summary>Creates the store's key file: fresh user secrets wrapped under the password.</summary>
+    public UserSecrets Initialize(string password)
+    {
+        if (IsInitialized(_root)) throw new InvalidOperationException($"{_root} is already a parcel store");
+        var kdf = KdfParameters.CreateDefault();
+        var secrets = UserSecrets.Generate();
+        var keys = PasswordKdf.Derive(password, kdf);
+        Durable.WriteFileAtomically(KeyFile, JsonSerializer.SerializeToUtf8Bytes(new KeyFileContent(1, kdf, secrets.Wrap(keys.KeyEncryptionKey)), Json));
+        return secrets;
+    }
+
+    public ValueTask<UserSecrets> UnlockAsync(string password, CancellationToken ct)
+    {
+        if (!IsInitialized(_root)) throw new ParcelNotFoundException($"{_root} is not a parcel store (no store.json)");
+        var content = JsonSerializer.Deserialize<KeyFileContent>(File.ReadAllBytes(KeyFile), Json)
+            ?? throw new MalformedDataException("store.json is empty");
+        var keys = PasswordKdf.Derive(password, content.Kdf);
+        try
+        {
+            return ValueTask.FromResult(UserSecrets.Unwrap(keys.KeyEncryptionKey, content.WrappedSecrets));
+        }
+        catch (MalformedDataException)
+        {
+            throw new WrongPasswordException($"wrong password for {Describe}");
+        }
+    }
+
+    public ValueTask<IReadOnlyList<ParcelInfo>> ListParcelsAsync(CancellationToken ct)
+    {
+        var dir = Path.Combine(_root, "parcels");
+        IReadOnlyList<ParcelInfo> parcels = !Directory.Exists(dir) ? [] :
+            Directory.EnumerateDirectories(dir).Order().Select(d => Path.Combine(d, "parcel.json")).Where(File.Exists)
+                .Select(f => JsonSerializer.Deserialize<ParcelInfo>(File.ReadAllBytes(f), Json)!).ToList();
+        return ValueTask.FromResult(parcels);
+    }
+
+    public ValueTask<ParcelInfo> GetParcelAsync(string name, CancellationToken ct)
+    {
+        var file = Path.Combine(ParcelDir(name), "parcel.json");
+        if (!File.Exists(file)) throw new ParcelNotFoundException($"no parcel named '{name}' in {Describe}");
+        return ValueTask.FromResult(JsonSerializer.Deserialize<ParcelInfo>(File.ReadAllBytes(file), Json)!);
+    }
+
+    public async ValueTask CreateParcelAsync(ParcelInfo parcel, VersionRecord first, CancellationToken ct)
+    {
+        var dir = ParcelDir(parcel.Name);
+        if (File.Exists(Path.Combine(dir, "parcel.json"))) throw new CommitConflictException($"parcel '{parcel.Name}' already exists in {Describe}");
+        await RequireStoredAsync(first, ct);
+        Directory.CreateDirectory(Path.Combine(dir, "versions"));
+        WriteVersion(parcel.Name, first);
+        Durable.WriteFileAtomically(Path.Combine(dir, "parcel.json"), JsonSerializer.SerializeToUtf8Bytes(parcel, Json));
+    }
+
+    public ValueTask<IReadOnlyList<VersionRecord>> ListVersionsAsync(string name, CancellationToken ct)
+    {
+        var dir = Path.Combine(ParcelDir(name), "versions");
+        if (!Directory.Exists(dir)) throw new ParcelNotFoundException($"no parcel named '{name}' in {Describe}");
+        IReadOnlyList<VersionRecord> versions = Directory.EnumerateFiles(dir, "*.json")
+            .Select(f => VersionRecord.FromJson(File.ReadAllBytes(f))).OrderBy(v => v.Number).ToList();
+        return ValueTask.FromResult(versions);
+    }
+
+    public async ValueTask CommitAsync(string name, VersionRecord version, CancellationToken ct)
+    {
+        var versions = await ListVersionsAsync(name, ct);
+        long head = versions.Count == 0 ? 0 : versions[^1].Number;
+        if (version.Parent != head || version.Number != head + 1)
+            throw new CommitConflictException($"version {version.Number} of '{name}' expects parent {version.Parent}, but the head is {head}");
+        await RequireStoredAsync(version, ct);
+        WriteVersion(name, version);
+    }
+
+    /// <summary>Refuses a version that references a blob the store does not hold (checked without keys).</summary>
+    private async ValueTask RequireStoredAsync(VersionRecord version, CancellationToken ct)
+    {
+        var pages = new HashSet<ChunkTag>();
+        var chunks = new HashSet<ChunkTag>();
+        foreach (var root in version.RootTags())
+        {
+            if (!_chunks.Contains(root)) throw new CommitConflictException($"version {version.Number} references missing blob {root}");
+            if (root.ToString() != version.DescriptorTag) await ChunkListTree.CollectTagsAsync(root, LoadAsync, pages, chunks, ct);
+        }
+        var missing = await _chunks.MissingAsync(chunks, ct);
+        if (missing.Count > 0) throw new CommitConflictException($"version {version.Number} references {missing.Count} missing chunks, e.g. {missing[0]}");
+    }
+
+    private async ValueTask<byte[]> LoadAsync(ChunkTag tag, CancellationToken ct)
+    {
+        var blob = await _chunks.GetAsync(tag, ct) ?? throw new CommitConflictException($"missing page {tag}");
+        if (!tag.Matches(blob)) throw new ChunkIntegrityException($"page {tag} does not match its tag");
+        return blob;
+    }
+
+    private void WriteVersion(string name, VersionRecord version) =>
+        Durable.WriteFileAtomically(Path.Combine(ParcelDir(name), "versions", $"{version.Number:D8}.json"), version.ToJson());
+
+    /// <summary>Parcel names become directory names: letters, digits, '-', '_', '.', not starting with '.'.</summary>
+    public static string ValidName(string name)
+    {
+        if (name.Length is 0 or > 64 || name[0] == '.' || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
+            throw new ArgumentException($"'{name}' is not a valid parcel name (letters, digits, '-', '_', '.'; at most 64)");
+        return name;
+    }
+}

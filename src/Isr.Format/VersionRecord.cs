@@ -1,0 +1,84 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Isr.Format;
+
+/// <summary>
+/// One version of a parcel: roots of its disk keyring and memory-image chunk list, and its sealed VM descriptor.
+/// Readable without keys (a server lists and checks the tags), authenticated with the parcel's version MAC key so a
+/// server cannot alter or swap it unnoticed. docs/FORMAT.md, "Version record".
+/// </summary>
+public sealed record VersionRecord
+{
+    public const int CurrentFormat = 1;
+    public int Format { get; init; } = CurrentFormat;
+    public required string ParcelId { get; init; }
+    public required long Number { get; init; }
+    public long? Parent { get; init; }
+    public required DateTimeOffset Created { get; init; }
+    public required int ChunkSize { get; init; }
+    public required long DiskSize { get; init; }
+    public required string DiskRoot { get; init; }
+    /// <summary>Empty when the version has no memory image (the VM was shut down; resume boots from the disk).</summary>
+    public string MemoryRoot { get; init; } = "";
+    public long MemoryChunks { get; init; }
+    public long MemoryBytes { get; init; }
+    public required string DescriptorTag { get; init; }
+    public string Mac { get; init; } = "";
+
+    [JsonIgnore] public long DiskChunks => (DiskSize + ChunkSize - 1) / ChunkSize;
+    [JsonIgnore] public bool HasMemoryImage => MemoryRoot.Length > 0;
+    [JsonIgnore] public ChunkTag DiskRootTag => ChunkTag.Parse(DiskRoot);
+    [JsonIgnore] public ChunkTag MemoryRootTag => HasMemoryImage ? ChunkTag.Parse(MemoryRoot) : ChunkTag.ZeroChunk;
+
+    /// <summary>Tags of the roots this version names directly (the descriptor blob and the two trees).</summary>
+    public IEnumerable<ChunkTag> RootTags()
+    {
+        yield return ChunkTag.Parse(DescriptorTag);
+        if (DiskRootTag is { IsZeroChunk: false } disk) yield return disk;
+        if (HasMemoryImage) yield return MemoryRootTag;
+    }
+
+    public VersionRecord Sign(ParcelKeys keys) => this with { Mac = Convert.ToHexStringLower(ComputeMac(keys)) };
+
+    /// <exception cref="MalformedDataException">the record was altered, or belongs to another parcel</exception>
+    public void Verify(ParcelKeys keys, string parcelId)
+    {
+        if (Format != CurrentFormat) throw new MalformedDataException($"version record format {Format} is not supported");
+        byte[] mac;
+        try { mac = Convert.FromHexString(Mac); }
+        catch (System.FormatException) { throw new MalformedDataException($"version {Number} has a malformed MAC"); }
+        if (!CryptographicOperations.FixedTimeEquals(mac, ComputeMac(keys)))
+            throw new MalformedDataException($"version {Number} does not authenticate: altered, or not of this parcel");
+        if (ParcelId != parcelId) throw new MalformedDataException($"version {Number} belongs to another parcel");
+    }
+
+    /// <summary>MAC over a canonical binary encoding (independent of JSON formatting).</summary>
+    private byte[] ComputeMac(ParcelKeys keys)
+    {
+        var b = new List<byte>();
+        void Str(string s) { var bytes = Encoding.UTF8.GetBytes(s); Long(bytes.Length); b.AddRange(bytes); }
+        void Long(long v) { Span<byte> x = stackalloc byte[8]; BinaryPrimitives.WriteInt64LittleEndian(x, v); b.AddRange(x.ToArray()); }
+        Long(Format); Str(ParcelId); Long(Number); Long(Parent ?? -1); Long(Created.ToUnixTimeMilliseconds());
+        Long(ChunkSize); Long(DiskSize); Str(DiskRoot); Str(MemoryRoot); Long(MemoryChunks); Long(MemoryBytes); Str(DescriptorTag);
+        return HMACSHA256.HashData(keys.VersionMacKey, b.ToArray());
+    }
+
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+    public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, Json);
+
+    public static VersionRecord FromJson(ReadOnlySpan<byte> json)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<VersionRecord>(json, Json) ?? throw new MalformedDataException("empty version record");
+        }
+        catch (JsonException e)
+        {
+            throw new MalformedDataException($"malformed version record: {e.Message}");
+        }
+    }
+}
