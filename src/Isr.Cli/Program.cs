@@ -1,1 +1,20 @@
-Console.WriteLine("isr");
+using System.CommandLine;
+using Isr.Cli;
+using Isr.Cli.Commands;
+
+var root = new RootCommand("""
+    isr — Internet Suspend/Resume: your whole machine (disk, memory, VM configuration) as an encrypted parcel that
+    you suspend at one site and resume at another.
+
+    Exit codes: 0 ok, 1 error, 2 usage, 3 wrong password, 4 no such parcel/version, 5 conflict,
+    6 this site cannot run the parcel's VM, 7 data failed verification.
+    Environment: ISR_HOME (site state, default ~/.isr), ISR_STORE (default parcel store), ISR_PASSWORD (for scripts).
+    """);
+root.Subcommands.Add(CreateCommand.Build());
+root.Subcommands.Add(ResumeCommand.Build());
+root.Subcommands.Add(SuspendCommand.Build());
+root.Subcommands.Add(LsCommand.Build());
+root.Subcommands.Add(StatCommand.Build());
+root.Subcommands.Add(DiscardCommand.Build());
+root.Subcommands.Add(DaemonCommand.Build());
+return await Cli.InvokeAsync(root, args);

@@ -28,6 +28,9 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     private readonly byte[] _zeroChunk;
     private long _guestWaitTicks, _misses;
 
+    /// <summary>Unflushed chunks kept in memory before writes trigger a flush by themselves (64 MiB at 64 KiB chunks).</summary>
+    private const int MaxPendingChunks = 1024;
+
     public ParcelDisk(VersionRecord baseVersion, ParcelKeys keys, ChunkCodec codec, ChunkFetcher fetcher, DirtyJournal journal)
     {
         (_base, _keys, _codec, _fetcher, _journal) = (baseVersion, keys, codec, fetcher, journal);
@@ -77,7 +80,7 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
             data = data[n..];
             offset += n;
         }
-        if (fua) await FlushAsync(ct);
+        if (fua || _pending.Count > MaxPendingChunks) await FlushAsync(ct);
     }
 
     public async ValueTask WriteZeroesAsync(long offset, long length, bool fua, CancellationToken ct)
@@ -92,7 +95,7 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
             length -= n;
             offset += n;
         }
-        if (fua) await FlushAsync(ct);
+        if (fua || _pending.Count > MaxPendingChunks) await FlushAsync(ct);
     }
 
     public ValueTask TrimAsync(long offset, long length, CancellationToken ct) => WriteZeroesAsync(offset, length, fua: false, ct);

@@ -1,0 +1,99 @@
+using System.CommandLine;
+using System.Text.Json;
+using Isr.Client.Daemon;
+using Isr.Client.Homes;
+using Isr.Client.Session;
+using Isr.Client.Site;
+using Isr.Format;
+using Isr.Vmm;
+using Spectre.Console;
+
+namespace Isr.Cli;
+
+/// <summary>Options and helpers shared by the commands: where state lives, how passwords arrive, how results print, which exit code.</summary>
+public static class Cli
+{
+    public static readonly Option<string?> Store = new("--store")
+    {
+        Description = "Parcel store directory (the parcel's home); default: ISR_STORE, else the store this site last used",
+    };
+    public static readonly Option<FileInfo?> PasswordFile = new("--password-file")
+    {
+        Description = "Read the password from this file (else ISR_PASSWORD, else a prompt)",
+    };
+    public static readonly Option<bool> Json = new("--json") { Description = "Machine-readable output" };
+    public static readonly Argument<string> Parcel = new("PARCEL") { Description = "Parcel name" };
+
+    public static SiteDirectory Site() => new(SiteDirectory.DefaultRoot());
+
+    public static DirectoryParcelHome Home(ParseResult parse, SiteDirectory site, string? parcel)
+    {
+        var store = parse.GetValue(Store) ?? Environment.GetEnvironmentVariable("ISR_STORE")
+            ?? (parcel is not null && site.ReadLocal(parcel)?.Store is { Length: > 0 } s ? s : site.LastStore);
+        return store is null
+            ? throw new UsageException("no parcel store given: use --store DIR (or set ISR_STORE)")
+            : new DirectoryParcelHome(store);
+    }
+
+    public static string Password(ParseResult parse, bool confirm = false)
+    {
+        if (parse.GetValue(PasswordFile) is { } file) return File.ReadAllText(file.FullName).TrimEnd('\r', '\n');
+        if (Environment.GetEnvironmentVariable("ISR_PASSWORD") is { Length: > 0 } env) return env;
+        if (Console.IsInputRedirected) throw new UsageException("a password is needed: use --password-file or ISR_PASSWORD when not on a terminal");
+        var password = AnsiConsole.Prompt(new TextPrompt<string>("Password:").Secret());
+        if (confirm && AnsiConsole.Prompt(new TextPrompt<string>("Repeat password:").Secret()) != password)
+            throw new UsageException("the passwords do not match");
+        return password;
+    }
+
+    public static void Print(ParseResult parse, object result, Action human)
+    {
+        if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(result, DaemonJson.Options));
+        else human();
+    }
+
+    public static async Task<int> InvokeAsync(RootCommand root, string[] args)
+    {
+        try
+        {
+            return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e)
+        {
+            var (code, message) = Classify(e);
+            Console.Error.WriteLine($"isr: {message}");
+            return code;
+        }
+    }
+
+    private static (int Code, string Message) Classify(Exception e) => e switch
+    {
+        UsageException or ArgumentException => (2, e.Message),
+        WrongPasswordException => (3, e.Message),
+        ParcelNotFoundException or FileNotFoundException => (4, e.Message),
+        CommitConflictException => (5, e.Message),
+        SiteCannotRunException or DescriptorMismatchException or QemuNotFoundException => (6, e.Message),
+        ChunkIntegrityException or MalformedDataException => (7, e.Message),
+        DaemonException d => (d.Kind switch
+        {
+            nameof(WrongPasswordException) => 3,
+            nameof(ParcelNotFoundException) or nameof(FileNotFoundException) => 4,
+            nameof(CommitConflictException) => 5,
+            nameof(SiteCannotRunException) or nameof(DescriptorMismatchException) or nameof(QemuNotFoundException) => 6,
+            nameof(ChunkIntegrityException) or nameof(MalformedDataException) => 7,
+            nameof(ArgumentException) => 2,
+            _ => 1,
+        }, e.Message),
+        _ => (1, e.Message),
+    };
+
+    public static string Bytes(long bytes) => bytes switch
+    {
+        >= 1L << 30 => $"{bytes / (double)(1L << 30):F2} GiB",
+        >= 1L << 20 => $"{bytes / (double)(1L << 20):F1} MiB",
+        >= 1L << 10 => $"{bytes / (double)(1L << 10):F1} KiB",
+        _ => $"{bytes} B",
+    };
+}
+
+public sealed class UsageException(string message) : Exception(message);

@@ -1,0 +1,55 @@
+using System.CommandLine;
+using Isr.Client.Homes;
+using Isr.Client.Session;
+using Isr.Vmm;
+using Spectre.Console;
+
+namespace Isr.Cli.Commands;
+
+/// <summary>`isr create PARCEL --from IMAGE`: encrypt an existing VM image into the store as a new parcel.</summary>
+public static class CreateCommand
+{
+    public static Command Build()
+    {
+        var from = new Option<FileInfo>("--from") { Description = "VM disk image to import (raw, qcow2, vmdk, … anything qemu-img reads)", Required = true };
+        var memory = new Option<string>("--memory") { Description = "Guest RAM, e.g. 256M or 1G", DefaultValueFactory = _ => "256M" };
+        var cpus = new Option<int>("--cpus") { Description = "Virtual CPUs", DefaultValueFactory = _ => 1 };
+        var machine = new Option<string>("--machine") { Description = "QEMU machine type or alias (resolved and recorded, e.g. pc → pc-i440fx-7.2)", DefaultValueFactory = _ => "pc" };
+        var chunkSize = new Option<string>("--chunk-size") { Description = "Disk chunk size", DefaultValueFactory = _ => "64K" };
+        var command = new Command("create", "Import a VM image as a new parcel; everything is encrypted here before it is stored")
+        {
+            Cli.Parcel, from, memory, cpus, machine, chunkSize, Cli.Store, Cli.PasswordFile, Cli.Json,
+        };
+        command.SetAction(async (parse, ct) =>
+        {
+            var site = Cli.Site();
+            string name = parse.GetValue(Cli.Parcel)!;
+            var home = Cli.Home(parse, site, name);
+            var secrets = DirectoryParcelHome.IsInitialized(home.Root)
+                ? await home.UnlockAsync(Cli.Password(parse), ct)
+                : home.Initialize(Cli.Password(parse, confirm: true));
+            var installation = QemuInstallation.Locate();
+            var descriptor = await VmDescriptorFactory.CreateAsync(installation, Size.Parse(parse.GetValue(memory)!), parse.GetValue(machine)!, parse.GetValue(cpus), cancellationToken: ct);
+            var image = parse.GetValue(from)!.FullName;
+            var version = await Progress.RunAsync(parse, $"importing {Path.GetFileName(image)}", progress =>
+                ParcelImporter.ImportAsync(home, secrets, site, name, image, (int)Size.Parse(parse.GetValue(chunkSize)!), descriptor, progress, ct));
+            site.UpdateLocal(name, s => s with { Store = home.Root });
+            Cli.Print(parse, new { parcel = name, version = version.Number, diskSize = version.DiskSize, chunkSize = version.ChunkSize, descriptor },
+                () => AnsiConsole.MarkupLineInterpolated($"created parcel [bold]{name}[/] version {version.Number}: {Cli.Bytes(version.DiskSize)} disk, {descriptor.MachineType}, {Cli.Bytes(descriptor.MemoryBytes)} RAM, in {home.Describe}"));
+            return 0;
+        });
+        return command;
+    }
+}
+
+/// <summary>Sizes like 256M, 1G, 64K, 65536.</summary>
+public static class Size
+{
+    public static long Parse(string text)
+    {
+        text = text.Trim();
+        long unit = char.ToUpperInvariant(text[^1]) switch { 'K' => 1L << 10, 'M' => 1L << 20, 'G' => 1L << 30, _ => 1 };
+        var digits = unit == 1 ? text : text[..^1];
+        return long.TryParse(digits, out var n) && n > 0 ? n * unit : throw new UsageException($"'{text}' is not a size (e.g. 256M)");
+    }
+}

@@ -1,0 +1,35 @@
+using System.CommandLine;
+using Spectre.Console;
+
+namespace Isr.Cli.Commands;
+
+/// <summary>`isr ls [-l]`: the parcels in a store, and with -l their versions. Needs no password: it shows only keyless metadata.</summary>
+public static class LsCommand
+{
+    public static Command Build()
+    {
+        var longFormat = new Option<bool>("--long", "-l") { Description = "Show every version" };
+        var command = new Command("ls", "List parcels (and with -l their versions)") { longFormat, Cli.Store, Cli.Json };
+        command.SetAction(async (parse, ct) =>
+        {
+            var home = Cli.Home(parse, Cli.Site(), null);
+            var parcels = new List<object>();
+            var table = new Table().AddColumns("parcel", "version", "parent", "created (UTC)", "disk", "memory image");
+            foreach (var parcel in await home.ListParcelsAsync(ct))
+            {
+                var versions = await home.ListVersionsAsync(parcel.Name, ct);
+                parcels.Add(new
+                {
+                    parcel.Name, parcel.Id, parcel.ChunkSize, parcel.DiskSize, Head = versions[^1].Number,
+                    Versions = versions.Select(v => new { v.Number, v.Parent, v.Created, v.MemoryBytes, v.HasMemoryImage }),
+                });
+                foreach (var v in parse.GetValue(longFormat) ? versions : [versions[^1]])
+                    table.AddRow(parcel.Name, v.Number.ToString(), v.Parent?.ToString() ?? "-", v.Created.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss"),
+                        Cli.Bytes(v.DiskSize), v.HasMemoryImage ? Cli.Bytes(v.MemoryBytes) : "none (boots from disk)");
+            }
+            Cli.Print(parse, parcels, () => AnsiConsole.Write(table));
+            return 0;
+        });
+        return command;
+    }
+}

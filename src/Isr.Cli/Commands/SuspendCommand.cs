@@ -1,0 +1,29 @@
+using System.CommandLine;
+using System.Text.Json;
+using Isr.Client.Daemon;
+using Isr.Client.Session;
+using Spectre.Console;
+
+namespace Isr.Cli.Commands;
+
+/// <summary>`isr suspend PARCEL`: save the running VM's memory image and disk as a new version.</summary>
+public static class SuspendCommand
+{
+    public static Command Build()
+    {
+        var command = new Command("suspend", "Suspend the parcel's VM: save its memory image and disk changes as a new version") { Cli.Parcel, Cli.Json };
+        command.SetAction(async (parse, ct) =>
+        {
+            var site = Cli.Site();
+            string name = parse.GetValue(Cli.Parcel)!;
+            var result = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "suspend", Parcel = name },
+                m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct, startIfNeeded: false)
+                ?? throw new InvalidOperationException($"parcel '{name}' is not running at this site (no site daemon)");
+            var suspended = result.Deserialize<SuspendResult>(DaemonJson.Options)!;
+            Cli.Print(parse, suspended, () => AnsiConsole.MarkupLineInterpolated(
+                $"suspended [bold]{name}[/] as version {suspended.Version} in {suspended.Seconds:F2} s: memory image {Cli.Bytes(suspended.MemoryImageBytes)}, sent {suspended.ChunksUploaded} new blobs ({Cli.Bytes(suspended.BytesUploaded)})"));
+            return 0;
+        });
+        return command;
+    }
+}

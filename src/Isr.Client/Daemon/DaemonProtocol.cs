@@ -1,0 +1,48 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Isr.Client.Session;
+
+namespace Isr.Client.Daemon;
+
+/// <summary>
+/// The CLI ↔ site daemon protocol: one JSON request line per connection on ISR_HOME/run/daemon.sock (mode 0600, in a
+/// 0700 directory), answered by zero or more progress lines and one final line.
+/// <code>
+/// CLI → {"op":"resume","parcel":"p","store":"/s","password":"…","resume":{…}}
+/// CLI ← {"kind":"progress","message":"loading the memory image"}
+/// CLI ← {"kind":"result","result":{…}}        or   {"kind":"error","error":"…","errorKind":"WrongPassword"}
+/// </code>
+/// </summary>
+public sealed record DaemonRequest
+{
+    public required string Op { get; init; }
+    public string? Parcel { get; init; }
+    public string? Store { get; init; }
+    public string? Password { get; init; }
+    public ResumeOptions? Resume { get; init; }
+}
+
+public sealed record DaemonReply
+{
+    public required string Kind { get; init; }
+    public string? Message { get; init; }
+    public JsonElement? Result { get; init; }
+    public string? Error { get; init; }
+    public string? ErrorKind { get; init; }
+}
+
+public static class DaemonJson
+{
+    public static readonly JsonSerializerOptions Options = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
+    };
+}
+
+/// <summary>An error reported by the daemon, with the kind of the exception that caused it (maps to an exit code).</summary>
+public sealed class DaemonException(string message, string kind) : Exception(message)
+{
+    public string Kind { get; } = kind;
+}

@@ -1,0 +1,150 @@
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Isr.Client.Homes;
+using Isr.Client.Session;
+using Isr.Client.Site;
+
+namespace Isr.Client.Daemon;
+
+/// <summary>
+/// The one process per site state directory that owns the cache and runs a session per active parcel (NBD server,
+/// QEMU child, transfers). CLI commands connect to its socket; it exits after a quiet period with no sessions.
+/// Keys live only in this process's memory, for as long as a session needs them.
+/// </summary>
+public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<string> log)
+{
+    private readonly Dictionary<string, ParcelSession> _sessions = new();
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private DateTimeOffset _lastActivity = DateTimeOffset.UtcNow;
+
+    public async Task RunAsync(CancellationToken ct)
+    {
+        File.Delete(site.DaemonSocket);
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(site.DaemonSocket));
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(site.DaemonSocket, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        listener.Listen(16);
+        log($"isr daemon {Environment.ProcessId} serving {site.Root}");
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var idleWatch = WatchIdleAsync(stop);
+        try
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var client = await listener.AcceptAsync(stop.Token);
+                _ = Task.Run(() => ServeAsync(client, stop.Token), CancellationToken.None);
+            }
+        }
+        catch (OperationCanceledException) { }
+        finally
+        {
+            File.Delete(site.DaemonSocket);
+            foreach (var session in _sessions.Values) await session.DisposeAsync();
+            await idleWatch;
+        }
+    }
+
+    private async Task WatchIdleAsync(CancellationTokenSource stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            try { await Task.Delay(TimeSpan.FromSeconds(1), stop.Token); } catch (OperationCanceledException) { return; }
+            if (_sessions.Count == 0 && _gate.CurrentCount == 1 && DateTimeOffset.UtcNow - _lastActivity > idleTimeout)
+            {
+                log("idle with no sessions: exiting");
+                stop.Cancel();
+            }
+        }
+    }
+
+    private async Task ServeAsync(Socket client, CancellationToken ct)
+    {
+        await using var stream = new NetworkStream(client, ownsSocket: true);
+        using var reader = new StreamReader(stream, Encoding.UTF8);
+        var writeLock = new SemaphoreSlim(1, 1);
+        async Task Send(DaemonReply reply)
+        {
+            var line = JsonSerializer.SerializeToUtf8Bytes(reply, DaemonJson.Options);
+            await writeLock.WaitAsync(ct);
+            try { await stream.WriteAsync(line, ct); await stream.WriteAsync("\n"u8.ToArray(), ct); }
+            catch (IOException) { } // the CLI went away; the operation still completes
+            finally { writeLock.Release(); }
+        }
+        DaemonRequest? request = null;
+        try
+        {
+            var line = await reader.ReadLineAsync(ct);
+            request = line is null ? null : JsonSerializer.Deserialize<DaemonRequest>(line, DaemonJson.Options);
+            if (request is null) return;
+            _lastActivity = DateTimeOffset.UtcNow;
+            var progress = new InlineProgress(m => Send(new DaemonReply { Kind = "progress", Message = m }).GetAwaiter().GetResult());
+            var result = await HandleAsync(request, progress, ct);
+            await Send(new DaemonReply { Kind = "result", Result = JsonSerializer.SerializeToElement(result, DaemonJson.Options) });
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            log($"{request?.Op} {request?.Parcel}: {e}");
+            await Send(new DaemonReply { Kind = "error", Error = e.Message, ErrorKind = e.GetType().Name });
+        }
+        finally
+        {
+            _lastActivity = DateTimeOffset.UtcNow;
+        }
+    }
+
+    private async Task<object?> HandleAsync(DaemonRequest request, IProgress<string> progress, CancellationToken ct)
+    {
+        switch (request.Op)
+        {
+            case "ping":
+                return new { pid = Environment.ProcessId, sessions = _sessions.Keys.ToArray() };
+            case "stat":
+                return _sessions.TryGetValue(Require(request.Parcel), out var running) ? running.Stats() : null;
+        }
+        await _gate.WaitAsync(ct);
+        try
+        {
+            var parcel = Require(request.Parcel);
+            switch (request.Op)
+            {
+                case "resume":
+                    if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is already running at this site");
+                    var home = new DirectoryParcelHome(Require(request.Store));
+                    var secrets = await home.UnlockAsync(Require(request.Password), ct);
+                    var opened = await OpenedParcel.OpenAsync(home, secrets, parcel, ct);
+                    site.UpdateLocal(parcel, s => s with { Store = home.Root });
+                    var session = await ParcelSession.ResumeAsync(opened, site, request.Resume ?? new ResumeOptions(), progress, ct);
+                    _sessions[parcel] = session;
+                    return session.Stats();
+                case "suspend":
+                    if (!_sessions.TryGetValue(parcel, out var active)) throw new InvalidOperationException($"parcel '{parcel}' is not running at this site");
+                    try
+                    {
+                        return await active.SuspendAsync(progress, ct);
+                    }
+                    finally
+                    {
+                        _sessions.Remove(parcel);
+                        await active.DisposeAsync();
+                    }
+                case "running":
+                    return _sessions.ContainsKey(parcel);
+                default:
+                    throw new ArgumentException($"unknown request '{request.Op}'");
+            }
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private static string Require(string? value) => value ?? throw new ArgumentException("request is missing a field");
+}
+
+/// <summary>Reports on the caller's thread, so progress lines precede the final answer (Progress&lt;T&gt; posts to the thread pool).</summary>
+internal sealed class InlineProgress(Action<string> report) : IProgress<string>
+{
+    public void Report(string value) => report(value);
+}

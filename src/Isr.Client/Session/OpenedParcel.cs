@@ -1,0 +1,55 @@
+using Isr.Client.Cache;
+using Isr.Client.Homes;
+using Isr.Format;
+using Isr.Vmm;
+
+namespace Isr.Client.Session;
+
+/// <summary>A parcel with its keys unwrapped and its version history verified: the starting point of every operation on it.</summary>
+public sealed class OpenedParcel
+{
+    private const string DescriptorContext = "isr vm descriptor v1";
+
+    public required IParcelHome Home { get; init; }
+    public required ParcelInfo Info { get; init; }
+    public required ParcelKeys Keys { get; init; }
+    public required ChunkCodec Codec { get; init; }
+    public required IReadOnlyList<VersionRecord> Versions { get; init; }
+    public VersionRecord Head => Versions[^1];
+    public string Name => Info.Name;
+
+    /// <summary>Unwraps the parcel key and verifies every version record's MAC (a server or store cannot alter them unnoticed).</summary>
+    public static async Task<OpenedParcel> OpenAsync(IParcelHome home, UserSecrets secrets, string name, CancellationToken ct)
+    {
+        var info = await home.GetParcelAsync(name, ct);
+        var keys = secrets.UnwrapParcelKey(info.WrappedKey, info.Id);
+        var versions = await home.ListVersionsAsync(name, ct);
+        if (versions.Count == 0) throw new MalformedDataException($"parcel '{name}' has no versions");
+        foreach (var version in versions) version.Verify(keys, info.Id);
+        return new OpenedParcel { Home = home, Info = info, Keys = keys, Codec = new ChunkCodec(secrets.DomainSecret), Versions = versions };
+    }
+
+    public VersionRecord Version(long number) =>
+        Versions.FirstOrDefault(v => v.Number == number) ?? throw new ParcelNotFoundException($"parcel '{Name}' has no version {number}");
+
+    public async Task<VmDescriptor> ReadDescriptorAsync(VersionRecord version, ChunkFetcher fetcher, CancellationToken ct)
+    {
+        var blob = await fetcher.GetAsync(ChunkTag.Parse(version.DescriptorTag), ct);
+        var json = SealedBox.Open(Keys.MetadataKey, blob, DescriptorContext, System.Text.Encoding.UTF8.GetBytes(Info.Id));
+        try
+        {
+            return VmDescriptor.FromJson(json);
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidDataException)
+        {
+            throw new MalformedDataException($"the VM descriptor of version {version.Number} is malformed: {e.Message}");
+        }
+    }
+
+    /// <summary>Seals a descriptor for storage; returns its tag and blob.</summary>
+    public static (ChunkTag Tag, byte[] Blob) SealDescriptor(VmDescriptor descriptor, ParcelKeys keys, string parcelId)
+    {
+        var blob = SealedBox.Seal(keys.MetadataKey, descriptor.ToJsonUtf8(), DescriptorContext, System.Text.Encoding.UTF8.GetBytes(parcelId));
+        return (ChunkTag.Of(blob), blob);
+    }
+}

@@ -1,0 +1,71 @@
+using System.Text.Json;
+using Isr.Storage;
+
+namespace Isr.Client.Site;
+
+/// <summary>Per-parcel facts the site keeps between commands; no secrets and no plaintext.</summary>
+public sealed record ParcelLocalState
+{
+    public string Store { get; init; } = "";
+    public long? LastSeenHead { get; init; }
+    public double? LastResumeSeconds { get; init; }
+    public DateTimeOffset? LastResumed { get; init; }
+    public long LastMemoryImageBytes { get; init; }
+    public long LastMemoryImageStoredBytes { get; init; }
+}
+
+/// <summary>
+/// A site's state directory (ISR_HOME, default ~/.isr): the shared chunk cache (ciphertext by tag), per-parcel local
+/// state and dirty journals, and the run directory with the daemon's and sessions' sockets. Mode 0700.
+/// </summary>
+public sealed class SiteDirectory
+{
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+
+    public string Root { get; }
+    /// <summary>Fetched blobs: losing one to a crash only costs a refetch, so no fsync.</summary>
+    public DirectoryChunkStore Cache { get; }
+    /// <summary>The same directory for blobs that exist nowhere else yet (dirty chunks, memory images): fsynced.</summary>
+    public DirectoryChunkStore DurableCache { get; }
+
+    public SiteDirectory(string root)
+    {
+        Root = Path.GetFullPath(root);
+        Directory.CreateDirectory(Root);
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(Root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        Cache = new DirectoryChunkStore(Path.Combine(Root, "cache"), durable: false);
+        DurableCache = new DirectoryChunkStore(Path.Combine(Root, "cache"), durable: true);
+        Directory.CreateDirectory(RunDirectory);
+    }
+
+    public static string DefaultRoot() =>
+        Environment.GetEnvironmentVariable("ISR_HOME") is { Length: > 0 } home ? home
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".isr");
+
+    public string RunDirectory => Path.Combine(Root, "run");
+    public string DaemonSocket => Path.Combine(RunDirectory, "daemon.sock");
+    public string DaemonLog => Path.Combine(Root, "daemon.log");
+    public string ParcelDirectory(string parcel) => Path.Combine(Root, "parcels", parcel);
+    public string JournalPath(string parcel) => Path.Combine(ParcelDirectory(parcel), "dirty.journal");
+    public string SessionRunDirectory(string parcel) => Path.Combine(RunDirectory, parcel);
+
+    public ParcelLocalState? ReadLocal(string parcel)
+    {
+        var file = Path.Combine(ParcelDirectory(parcel), "local.json");
+        return File.Exists(file) ? JsonSerializer.Deserialize<ParcelLocalState>(File.ReadAllBytes(file), Json) : null;
+    }
+
+    public void WriteLocal(string parcel, ParcelLocalState state)
+    {
+        Durable.WriteFileAtomically(Path.Combine(ParcelDirectory(parcel), "local.json"), JsonSerializer.SerializeToUtf8Bytes(state, Json));
+        if (state.Store.Length > 0) Durable.WriteFileAtomically(LastStoreFile, System.Text.Encoding.UTF8.GetBytes(state.Store));
+    }
+
+    private string LastStoreFile => Path.Combine(Root, "last-store");
+
+    /// <summary>The store this site used last, the default for commands that name none.</summary>
+    public string? LastStore => File.Exists(LastStoreFile) ? File.ReadAllText(LastStoreFile) : null;
+
+    public void UpdateLocal(string parcel, Func<ParcelLocalState, ParcelLocalState> update) =>
+        WriteLocal(parcel, update(ReadLocal(parcel) ?? new ParcelLocalState()));
+}

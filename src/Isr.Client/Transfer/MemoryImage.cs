@@ -1,0 +1,73 @@
+using System.Threading.Channels;
+using Isr.Client.Cache;
+using Isr.Format;
+
+namespace Isr.Client.Transfer;
+
+/// <summary>
+/// The VM's saved state as content-defined chunks, streamed both ways: at suspend from QEMU straight into the codec,
+/// at resume from the fetcher straight into QEMU, so that fetching and decoding overlap loading.
+/// </summary>
+public static class MemoryImage
+{
+    /// <summary>Chunks fetched and decoded ahead of the one QEMU is reading.</summary>
+    private const int ReadAhead = 16;
+
+    /// <summary>Cuts <paramref name="source"/> into chunks, encodes them in parallel (order kept) and hands each blob to <paramref name="store"/>.</summary>
+    public static async Task<IReadOnlyList<ChunkRef>> CaptureAsync(Stream source, ChunkCodec codec,
+        Func<ChunkTag, byte[], CancellationToken, ValueTask> store, CancellationToken ct)
+    {
+        var pipeline = Channel.CreateBounded<Task<ChunkRef>>(Environment.ProcessorCount * 4);
+        var refs = new List<ChunkRef>();
+        var collect = Task.Run(async () =>
+        {
+            await foreach (var chunk in pipeline.Reader.ReadAllAsync(ct)) refs.Add(await chunk);
+        }, ct);
+        try
+        {
+            await new FastCdc().SplitAsync(source, async plaintext =>
+            {
+                await pipeline.Writer.WriteAsync(Task.Run(async () =>
+                {
+                    var (chunk, blob) = codec.Encode(plaintext);
+                    await store(chunk.Tag, blob, ct);
+                    return chunk;
+                }, ct), ct);
+            }, ct);
+        }
+        finally
+        {
+            pipeline.Writer.TryComplete();
+        }
+        await collect;
+        return refs;
+    }
+
+    /// <summary>Writes the image into <paramref name="destination"/>, fetching and decoding up to <see cref="ReadAhead"/> chunks ahead.</summary>
+    public static async Task RestoreAsync(IAsyncEnumerable<ChunkRef> chunks, ChunkFetcher fetcher, ChunkCodec codec, Stream destination, CancellationToken ct)
+    {
+        var pipeline = Channel.CreateBounded<Task<byte[]>>(ReadAhead);
+        var produce = Task.Run(async () =>
+        {
+            try
+            {
+                await foreach (var chunk in chunks.WithCancellation(ct))
+                    await pipeline.Writer.WriteAsync(Task.Run(async () =>
+                    {
+                        var plain = new byte[chunk.Length];
+                        codec.Decode(await fetcher.GetAsync(chunk.Tag, ct), chunk, plain);
+                        return plain;
+                    }, ct), ct);
+                pipeline.Writer.TryComplete();
+            }
+            catch (Exception e)
+            {
+                pipeline.Writer.TryComplete(e);
+            }
+        }, ct);
+        await foreach (var decoded in pipeline.Reader.ReadAllAsync(ct))
+            await destination.WriteAsync(await decoded, ct);
+        await destination.FlushAsync(ct);
+        await produce;
+    }
+}
