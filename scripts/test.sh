@@ -1,0 +1,11 @@
+#!/bin/bash
+# The test command: installs dependencies, builds the test guest, restores NuGet packages and runs every test.
+# End-to-end tests with QEMU run one at a time, each under a hard timeout.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash scripts/install-deps.sh
+bash scripts/guest/build.sh
+dotnet restore Isr.slnx
+dotnet build Isr.slnx --no-restore -c Release
+dotnet test Isr.slnx --no-build -c Release --logger "console;verbosity=normal" "$@"
