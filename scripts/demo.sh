@@ -12,13 +12,13 @@ dotnet build src/Isr.Cli -c Release -o build/isr -v quiet -nologo | grep -E "err
 DEMO=$(mktemp -d /tmp/isr-demo.XXXXXX)
 export ISR_HOME=$DEMO/site-a ISR_PASSWORD=demo-password
 ISR="$ROOT/build/isr/isr"
-SERIAL=$DEMO/serial.log
 cleanup() { "$ISR" suspend demo >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 wait_ticks() { # wait until the serial log has more than $1 tick lines (bounded)
     for _ in $(seq 1 120); do
-        [ "$(grep -c ISR-TICK "$SERIAL" 2>/dev/null || echo 0)" -gt "$1" ] && return 0
+        c=$(grep -c ISR-TICK "$SERIAL" 2>/dev/null || true)
+        [ "${c:-0}" -gt "$1" ] && return 0
         sleep 1
     done
     echo "the guest printed nothing for 120 s" >&2; return 1
@@ -28,15 +28,17 @@ last_tick() { grep ISR-TICK "$SERIAL" | tail -1; }
 echo "== create: import the guest's bootable disk (qcow2) into an encrypted store"
 "$ISR" create demo --from guest/out/disk.qcow2 --store "$DEMO/store" --memory 256M
 echo "== resume (first boot)"
+SERIAL=$DEMO/serial-1.log
 "$ISR" resume demo --headless --serial "$SERIAL"
 wait_ticks 4
 echo "== suspend"
 "$ISR" suspend demo
 before=$(last_tick); echo "   guest before suspend: $before"
 echo "== resume (continue from the memory image)"
+SERIAL=$DEMO/serial-2.log
 "$ISR" resume demo --headless --serial "$SERIAL"
-n=$(grep -c ISR-TICK "$SERIAL"); wait_ticks "$n"
-after=$(grep ISR-TICK "$SERIAL" | sed -n "$((n + 1))p"); echo "   guest after resume:  $after"
+wait_ticks 0
+after=$(grep -m1 ISR-TICK "$SERIAL"); echo "   guest after resume:  $after"
 "$ISR" suspend demo
 trap - EXIT
 "$ISR" ls -l

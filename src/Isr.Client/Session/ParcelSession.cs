@@ -24,7 +24,7 @@ public sealed record ResumeOptions
 
 public sealed record SessionStats(
     string Parcel, string State, long BaseVersion, double ResumeSeconds, bool ColdBoot, long Misses, double GuestWaitSeconds,
-    long CacheBytes, long HomeBytes, long DirtyChunks, long DirtyBytes, long MemoryImageBytes);
+    long CacheBytes, long HomeBytes, long DirtyChunks, long DirtyBytes, long MemoryImageBytes, int? QemuPid);
 
 public sealed record SuspendResult(long Version, double Seconds, long MemoryImageBytes, long MemoryImageChunks, int ChunksUploaded, long BytesUploaded);
 
@@ -144,7 +144,7 @@ public sealed class ParcelSession : IAsyncDisposable
     public SessionStats Stats() => new(
         _parcel.Name, _vm is { HasExited: false } ? "running" : "stopped", _base.Number, _resumeSeconds, _cold, _disk.Misses,
         _disk.GuestWaitTime.TotalSeconds, _fetcher.Counters.CacheBytes, _fetcher.Counters.HomeBytes, _disk.DirtyChunks, _disk.DirtyBytes,
-        _base.MemoryBytes);
+        _base.MemoryBytes, _vm?.ProcessId);
 
     private async Task StopServingAsync()
     {

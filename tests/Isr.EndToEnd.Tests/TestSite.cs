@@ -1,0 +1,71 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Isr.Client.Daemon;
+using Isr.Client.Site;
+
+namespace Isr.EndToEnd.Tests;
+
+/// <summary>
+/// A site (its own ISR_HOME) and a store in a temporary directory, driven through the real `isr` CLI as a user would.
+/// Disposal kills, by PID, the daemon and any QEMU this site started, then deletes the directory.
+/// </summary>
+public sealed class TestSite : IAsyncDisposable
+{
+    public const string Password = "correct horse battery staple";
+    public string Root { get; } = Directory.CreateTempSubdirectory("isr-e2e-").FullName;
+    public string Home => Path.Combine(Root, "site");
+    public string Store => Path.Combine(Root, "store");
+    private readonly HashSet<int> _qemuPids = new();
+
+    public async Task<(int Code, string Stdout, string Stderr)> IsrAsync(params string[] args) => await IsrAsync(Password, args);
+
+    public async Task<(int Code, string Stdout, string Stderr)> IsrAsync(string password, params string[] args)
+    {
+        var env = new Dictionary<string, string> { ["ISR_HOME"] = Home, ["ISR_PASSWORD"] = password, ["DISPLAY"] = "" };
+        return await TestEnvironment.RunAsync("dotnet", [TestEnvironment.IsrDll, .. args], env, TimeSpan.FromMinutes(3));
+    }
+
+    /// <summary>Runs isr and requires exit code 0; returns stdout.</summary>
+    public async Task<string> IsrOkAsync(params string[] args)
+    {
+        var (code, stdout, stderr) = await IsrAsync(args);
+        Assert.True(code == 0, $"isr {string.Join(' ', args)} exited {code}\nstdout: {stdout}\nstderr: {stderr}\ndaemon log: {DaemonLog()}");
+        return stdout;
+    }
+
+    public async Task<JsonElement> IsrJsonAsync(params string[] args)
+    {
+        var stdout = await IsrOkAsync([.. args, "--json"]);
+        var json = JsonDocument.Parse(stdout).RootElement.Clone();
+        if (json.TryGetProperty("qemuPid", out var pid) && pid.ValueKind == JsonValueKind.Number) _qemuPids.Add(pid.GetInt32());
+        return json;
+    }
+
+    public string DaemonLog()
+    {
+        var log = Path.Combine(Home, "daemon.log");
+        return File.Exists(log) ? File.ReadAllText(log) : "(no daemon log)";
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Directory.Exists(Home))
+        {
+            try
+            {
+                var ping = await DaemonClient.SendAsync(new SiteDirectory(Home), new DaemonRequest { Op = "ping" }, null, CancellationToken.None, startIfNeeded: false);
+                if (ping is { } p) Kill(p.GetProperty("pid").GetInt32());
+            }
+            catch (Exception e) when (e is IOException or DaemonException or System.Net.Sockets.SocketException) { }
+        }
+        foreach (var pid in _qemuPids) Kill(pid);
+        try { Directory.Delete(Root, recursive: true); } catch (IOException) { }
+    }
+
+    private static void Kill(int pid)
+    {
+        try { using var p = Process.GetProcessById(pid); p.Kill(entireProcessTree: true); p.WaitForExit(10_000); }
+        catch (ArgumentException) { } // already gone
+        catch (InvalidOperationException) { }
+    }
+}
