@@ -64,7 +64,7 @@ public sealed class SingleSiteCycleTests
     {
         await using var site = new TestSite();
         await site.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage(), "--store", site.Store);
-        var (code, _, stderr) = await site.IsrAsync("not the password", "resume", "box", "--store", site.Store, "--headless");
+        var (code, _, stderr) = await site.IsrWithPasswordAsync("not the password", "resume", "box", "--store", site.Store, "--headless");
         Assert.Equal(3, code);
         Assert.Contains("wrong password", stderr);
         Assert.False(File.Exists(Path.Combine(site.Home, "parcels", "box", "dirty.journal")));

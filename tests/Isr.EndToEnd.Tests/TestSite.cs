@@ -17,9 +17,9 @@ public sealed class TestSite : IAsyncDisposable
     public string Store => Path.Combine(Root, "store");
     private readonly HashSet<int> _qemuPids = new();
 
-    public async Task<(int Code, string Stdout, string Stderr)> IsrAsync(params string[] args) => await IsrAsync(Password, args);
+    public async Task<(int Code, string Stdout, string Stderr)> IsrAsync(params string[] args) => await IsrWithPasswordAsync(Password, args);
 
-    public async Task<(int Code, string Stdout, string Stderr)> IsrAsync(string password, params string[] args)
+    public async Task<(int Code, string Stdout, string Stderr)> IsrWithPasswordAsync(string password, params string[] args)
     {
         var env = new Dictionary<string, string> { ["ISR_HOME"] = Home, ["ISR_PASSWORD"] = password, ["DISPLAY"] = "" };
         return await TestEnvironment.RunAsync("dotnet", [TestEnvironment.IsrDll, .. args], env, TimeSpan.FromMinutes(3));
@@ -37,7 +37,7 @@ public sealed class TestSite : IAsyncDisposable
     {
         var stdout = await IsrOkAsync([.. args, "--json"]);
         var json = JsonDocument.Parse(stdout).RootElement.Clone();
-        if (json.TryGetProperty("qemuPid", out var pid) && pid.ValueKind == JsonValueKind.Number) _qemuPids.Add(pid.GetInt32());
+        if (json.ValueKind == JsonValueKind.Object && json.TryGetProperty("qemuPid", out var pid) && pid.ValueKind == JsonValueKind.Number) _qemuPids.Add(pid.GetInt32());
         return json;
     }
 

@@ -1,0 +1,82 @@
+#!/bin/sh
+# /init of the ISR test guest (runs as PID 1 from the initramfs, busybox sh).
+# Built into the initramfs by scripts/guest/build.sh; the contract it
+# implements (console lines, files on /data) is documented in
+# scripts/guest/README.md -- tests rely on it, change both together.
+
+export PATH=/bin:/sbin
+
+CANARY=ISR-CANARY-PLAINTEXT-5f2b9e
+DATA_DEV=/dev/vda2
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+# The kernel opened the console before devtmpfs was mounted; reopen it so
+# that all output goes to the serial console (console=ttyS0).
+exec </dev/console >/dev/console 2>&1
+
+# The seed comes from /dev/urandom, whose first read waits (~1-2 s under
+# TCG) until the kernel's RNG is initialised: start it now, in parallel
+# with module loading, and collect it below.
+mkdir -p /run
+(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n' >/run/seed) &
+seed_pid=$!
+
+fail() {
+    echo "ISR-ERROR $*"
+    sync
+    sleep 1
+    poweroff -f
+    while :; do sleep 3600; done
+}
+
+# Modules, in dependency order (list written at build time).
+while read -r m; do
+    [ -n "$m" ] || continue
+    insmod "/lib/modules/$m.ko" || echo "ISR-ERROR insmod $m"
+done </etc/isr-modules
+
+# Wait up to ~10 s for the data partition to appear.
+i=0
+while [ ! -b "$DATA_DEV" ]; do
+    i=$((i + 1))
+    [ "$i" -le 100 ] || fail "no $DATA_DEV"
+    usleep 100000
+done
+
+mkdir -p /data
+mount -t ext4 -o rw,noatime "$DATA_DEV" /data || fail "cannot mount $DATA_DEV"
+
+# Boot counter: persistent, on disk.
+boot=$(cat /data/bootcount 2>/dev/null)
+case "$boot" in
+    '' | *[!0-9]*) boot=0 ;;
+esac
+boot=$((boot + 1))
+echo "$boot" >/data/bootcount
+sync
+
+# Seed and counter: only in RAM (shell variables), so they survive a
+# suspend/resume (memory image) but not a reboot.
+wait "$seed_pid"
+seed=$(cat /run/seed)
+rm -f /run/seed
+case "$seed" in
+    [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]) ;;
+    *) fail "bad seed '$seed'" ;;
+esac
+counter=0
+
+# Canary: a known plaintext that must never appear in encrypted stores.
+yes "$CANARY" | head -c 262144 >/data/canary
+sync
+
+echo "ISR-BOOT boot=$boot seed=$seed"
+while :; do
+    counter=$((counter + 1))
+    echo "counter=$counter seed=$seed boot=$boot" >>/data/ticks
+    sync
+    echo "ISR-TICK counter=$counter seed=$seed boot=$boot"
+    sleep 1
+done
