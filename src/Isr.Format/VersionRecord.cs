@@ -9,15 +9,25 @@ namespace Isr.Format;
 /// <summary>
 /// One version of a parcel: roots of its disk keyring and memory-image chunk list, and its sealed VM descriptor.
 /// Readable without keys (a server lists and checks the tags), authenticated with the parcel's version MAC key so a
-/// server cannot alter or swap it unnoticed. docs/FORMAT.md, "Version record".
+/// server cannot alter or swap it unnoticed. Versions chain by MAC (<see cref="ParentMac"/>), like commits by hash:
+/// the home assigns <see cref="Number"/>, <see cref="Parent"/> and <see cref="Side"/> in commit order, outside the MAC.
+/// docs/FORMAT.md, "Version record".
 /// </summary>
 public sealed record VersionRecord
 {
     public const int CurrentFormat = 1;
     public int Format { get; init; } = CurrentFormat;
     public required string ParcelId { get; init; }
-    public required long Number { get; init; }
+    /// <summary>Client-generated, persisted before upload: a retried commit is recognised and never makes two versions.</summary>
+    public string CommitId { get; init; } = "";
+    /// <summary>MAC of the version this one was made from; empty for a parcel's first version.</summary>
+    public string ParentMac { get; init; } = "";
+    /// <summary>Commit order, assigned by the home (not authenticated).</summary>
+    public long Number { get; init; }
+    /// <summary>Number of the parent version, assigned by the home (not authenticated).</summary>
     public long? Parent { get; init; }
+    /// <summary>Kept but not the head: committed under a broken lock or from an outdated parent (not authenticated).</summary>
+    public bool Side { get; init; }
     public required DateTimeOffset Created { get; init; }
     public required int ChunkSize { get; init; }
     public required long DiskSize { get; init; }
@@ -47,6 +57,7 @@ public sealed record VersionRecord
     /// <exception cref="MalformedDataException">the record was altered, or belongs to another parcel</exception>
     public void Verify(ParcelKeys keys, string parcelId)
     {
+        if (Mac.Length == 0) throw new MalformedDataException($"version {Number} is not signed");
         if (Format != CurrentFormat) throw new MalformedDataException($"version record format {Format} is not supported");
         byte[] mac;
         try { mac = Convert.FromHexString(Mac); }
@@ -62,12 +73,12 @@ public sealed record VersionRecord
         var b = new List<byte>();
         void Str(string s) { var bytes = Encoding.UTF8.GetBytes(s); Long(bytes.Length); b.AddRange(bytes); }
         void Long(long v) { Span<byte> x = stackalloc byte[8]; BinaryPrimitives.WriteInt64LittleEndian(x, v); b.AddRange(x.ToArray()); }
-        Long(Format); Str(ParcelId); Long(Number); Long(Parent ?? -1); Long(Created.ToUnixTimeMilliseconds());
+        Long(Format); Str(ParcelId); Str(CommitId); Str(ParentMac); Long(Created.ToUnixTimeMilliseconds());
         Long(ChunkSize); Long(DiskSize); Str(DiskRoot); Str(MemoryRoot); Long(MemoryChunks); Long(MemoryBytes); Str(DescriptorTag);
         return HMACSHA256.HashData(keys.VersionMacKey, b.ToArray());
     }
 
-    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase, RespectNullableAnnotations = true };
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, Json);
 
     public static VersionRecord FromJson(ReadOnlySpan<byte> json)

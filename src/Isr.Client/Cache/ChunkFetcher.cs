@@ -21,30 +21,43 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home)
 
     public ValueTask<byte[]> GetAsync(ChunkTag tag, CancellationToken ct)
     {
-        var task = _inFlight.GetOrAdd(tag, t => FetchAsync(t, ct));
-        return new ValueTask<byte[]>(task);
+        while (true)
+        {
+            if (_inFlight.TryGetValue(tag, out var running)) return new ValueTask<byte[]>(running);
+            // Register before starting: a fetch that completes synchronously (a miss answered at once) must not leave
+            // its finished task behind in the map, or a failure would be returned for this tag forever.
+            var started = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (!_inFlight.TryAdd(tag, started.Task)) continue;
+            _ = CompleteAsync(tag, started, ct);
+            return new ValueTask<byte[]>(started.Task);
+        }
+    }
+
+    private async Task CompleteAsync(ChunkTag tag, TaskCompletionSource<byte[]> started, CancellationToken ct)
+    {
+        byte[]? blob = null;
+        Exception? error = null;
+        try { blob = await FetchAsync(tag, ct); }
+        catch (Exception e) { error = e; }
+        _inFlight.TryRemove(new KeyValuePair<ChunkTag, Task<byte[]>>(tag, started.Task));
+        if (error is OperationCanceledException oce) started.TrySetCanceled(oce.CancellationToken);
+        else if (error != null) started.TrySetException(error);
+        else started.TrySetResult(blob!);
     }
 
     private async Task<byte[]> FetchAsync(ChunkTag tag, CancellationToken ct)
     {
-        try
+        var cached = await cache.GetAsync(tag, ct);
+        if (cached != null)
         {
-            var cached = await cache.GetAsync(tag, ct);
-            if (cached != null)
-            {
-                if (tag.Matches(cached)) { Counters.Add(ChunkSource.Cache, cached.Length); return cached; }
-                await cache.DeleteAsync(tag, ct); // corrupt cached copy: never used, fetched again below
-            }
-            var blob = await home.GetAsync(tag, ct) ?? throw new ChunkIntegrityException($"chunk {tag} is missing from {home}");
-            if (!tag.Matches(blob)) throw new ChunkIntegrityException($"chunk {tag} from {home} does not match its tag");
-            Counters.Add(ChunkSource.Home, blob.Length);
-            await cache.PutAsync(tag, blob, ct);
-            return blob;
+            if (tag.Matches(cached)) { Counters.Add(ChunkSource.Cache, cached.Length); return cached; }
+            await cache.DeleteAsync(tag, ct); // corrupt cached copy: never used, fetched again below
         }
-        finally
-        {
-            _inFlight.TryRemove(tag, out _);
-        }
+        var blob = await home.GetAsync(tag, ct) ?? throw new ChunkIntegrityException($"chunk {tag} is missing from {home}");
+        if (!tag.Matches(blob)) throw new ChunkIntegrityException($"chunk {tag} from {home} does not match its tag");
+        Counters.Add(ChunkSource.Home, blob.Length);
+        await cache.PutAsync(tag, blob, ct);
+        return blob;
     }
 
     public ValueTask<byte[]> LoadPageAsync(ChunkTag tag, CancellationToken ct) => GetAsync(tag, ct);

@@ -80,14 +80,16 @@ public sealed class DirectoryParcelHome : IParcelHome
         return ValueTask.FromResult(JsonSerializer.Deserialize<ParcelInfo>(File.ReadAllBytes(file), Json)!);
     }
 
-    public async ValueTask CreateParcelAsync(ParcelInfo parcel, VersionRecord first, CancellationToken ct)
+    public async ValueTask<VersionRecord> CreateParcelAsync(ParcelInfo parcel, VersionRecord first, CancellationToken ct)
     {
         var dir = ParcelDir(parcel.Name);
         if (File.Exists(Path.Combine(dir, "parcel.json"))) throw new CommitConflictException($"parcel '{parcel.Name}' already exists in {Describe}");
         await RequireStoredAsync(first, ct);
         Directory.CreateDirectory(Path.Combine(dir, "versions"));
-        WriteVersion(parcel.Name, first);
+        var numbered = first with { Number = 1, Parent = null, Side = false };
+        WriteVersion(parcel.Name, numbered);
         Durable.WriteFileAtomically(Path.Combine(dir, "parcel.json"), JsonSerializer.SerializeToUtf8Bytes(parcel, Json));
+        return numbered;
     }
 
     public ValueTask<IReadOnlyList<VersionRecord>> ListVersionsAsync(string name, CancellationToken ct)
@@ -99,14 +101,17 @@ public sealed class DirectoryParcelHome : IParcelHome
         return ValueTask.FromResult(versions);
     }
 
-    public async ValueTask CommitAsync(string name, VersionRecord version, CancellationToken ct)
+    public async ValueTask<VersionRecord> CommitAsync(string name, VersionRecord version, CancellationToken ct)
     {
         var versions = await ListVersionsAsync(name, ct);
-        long head = versions.Count == 0 ? 0 : versions[^1].Number;
-        if (version.Parent != head || version.Number != head + 1)
-            throw new CommitConflictException($"version {version.Number} of '{name}' expects parent {version.Parent}, but the head is {head}");
+        if (versions.FirstOrDefault(v => v.CommitId == version.CommitId && v.CommitId.Length > 0) is { } done) return done;
+        var head = versions[^1];
+        if (version.ParentMac != head.Mac)
+            throw new CommitConflictException($"a new version of '{name}' must follow the head, version {head.Number}");
         await RequireStoredAsync(version, ct);
-        WriteVersion(name, version);
+        var numbered = version with { Number = head.Number + 1, Parent = head.Number, Side = false };
+        WriteVersion(name, numbered);
+        return numbered;
     }
 
     /// <summary>Refuses a version that references a blob the store does not hold (checked without keys).</summary>

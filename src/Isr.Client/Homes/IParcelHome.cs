@@ -25,15 +25,15 @@ public interface IParcelHome
     /// <summary>Throws <see cref="ParcelNotFoundException"/>.</summary>
     ValueTask<ParcelInfo> GetParcelAsync(string name, CancellationToken ct);
 
-    /// <summary>Creates a parcel with its first version; every blob it references must be stored already.</summary>
-    ValueTask CreateParcelAsync(ParcelInfo parcel, VersionRecord first, CancellationToken ct);
+    /// <summary>Creates a parcel with its first version; every blob it references must be stored already. Returns the version as numbered.</summary>
+    ValueTask<VersionRecord> CreateParcelAsync(ParcelInfo parcel, VersionRecord first, CancellationToken ct);
 
     /// <summary>All versions, oldest first.</summary>
     ValueTask<IReadOnlyList<VersionRecord>> ListVersionsAsync(string name, CancellationToken ct);
 
-    /// <summary>Adds a version whose parent must be the current head and whose blobs must all be stored.
-    /// Throws <see cref="CommitConflictException"/> otherwise.</summary>
-    ValueTask CommitAsync(string name, VersionRecord version, CancellationToken ct);
+    /// <summary>Adds a version (numbered by the home) whose blobs must all be stored. A repeated commit id returns the
+    /// version it made. Throws <see cref="CommitConflictException"/> if blobs are missing or the home refuses the parent.</summary>
+    ValueTask<VersionRecord> CommitAsync(string name, VersionRecord version, CancellationToken ct);
 }
 
 public sealed class WrongPasswordException(string message) : Exception(message);

@@ -17,7 +17,7 @@ public static class Committer
 {
     public static async Task<CommitResult> PrepareAsync(OpenedParcel parcel, SiteDirectory site, ChunkFetcher fetcher, VersionRecord baseVersion,
         IReadOnlyDictionary<long, ChunkRef> diskChanges, IReadOnlyList<ChunkRef>? memoryImage, ChunkTag descriptorTag,
-        long? parent, IProgress<long>? progress, CancellationToken ct)
+        VersionRecord? parent, string commitId, IProgress<long>? progress, CancellationToken ct)
     {
         var disk = await ChunkListTree.UpdateAsync(baseVersion.DiskRootTag, baseVersion.DiskChunks, diskChanges, fetcher.LoadPageAsync, parcel.Keys, ct);
         var memory = memoryImage is null ? null : ChunkListTree.Build(memoryImage, parcel.Keys);
@@ -33,8 +33,8 @@ public static class Committer
         var version = new VersionRecord
         {
             ParcelId = parcel.Info.Id,
-            Number = (parent ?? 0) + 1,
-            Parent = parent,
+            CommitId = commitId,
+            ParentMac = parent?.Mac ?? "",
             Created = DateTimeOffset.UtcNow,
             ChunkSize = baseVersion.ChunkSize,
             DiskSize = baseVersion.DiskSize,

@@ -15,7 +15,8 @@ public sealed class OpenedParcel
     public required ParcelKeys Keys { get; init; }
     public required ChunkCodec Codec { get; init; }
     public required IReadOnlyList<VersionRecord> Versions { get; init; }
-    public VersionRecord Head => Versions[^1];
+    /// <summary>The newest version that is not a side version.</summary>
+    public VersionRecord Head => Versions.Last(v => !v.Side);
     public string Name => Info.Name;
 
     /// <summary>Unwraps the parcel key and verifies every version record's MAC (a server or store cannot alter them unnoticed).</summary>
@@ -25,7 +26,15 @@ public sealed class OpenedParcel
         var keys = secrets.UnwrapParcelKey(info.WrappedKey, info.Id);
         var versions = await home.ListVersionsAsync(name, ct);
         if (versions.Count == 0) throw new MalformedDataException($"parcel '{name}' has no versions");
-        foreach (var version in versions) version.Verify(keys, info.Id);
+        var byMac = new Dictionary<string, VersionRecord>();
+        foreach (var version in versions)
+        {
+            version.Verify(keys, info.Id);
+            // The chain is authenticated: each version names its parent's MAC, which the home cannot forge.
+            if (version.ParentMac.Length > 0 && !byMac.ContainsKey(version.ParentMac))
+                throw new MalformedDataException($"version {version.Number} of '{name}' names a parent that is not in its history");
+            byMac[version.Mac] = version;
+        }
         return new OpenedParcel { Home = home, Info = info, Keys = keys, Codec = new ChunkCodec(secrets.DomainSecret), Versions = versions };
     }
 

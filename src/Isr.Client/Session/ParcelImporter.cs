@@ -54,12 +54,12 @@ public static class ParcelImporter
         {
             await WriteImageAsync(disk, imagePath, site.SessionRunDirectory(name), progress, ct);
             await disk.FlushAsync(ct);
-            var prepared = await Committer.PrepareAsync(parcel, site, fetcher, zeroBase, disk.FlushedChanges, null, descriptorTag, parent: null, null, ct);
-            await home.CreateParcelAsync(info, prepared.Version, ct);
-            Directory.CreateDirectory(Path.GetDirectoryName(journalPath)!);
-        File.Delete(journalPath);
-            site.UpdateLocal(name, s => s with { LastSeenHead = prepared.Version.Number });
-            return prepared.Version;
+            var prepared = await Committer.PrepareAsync(parcel, site, fetcher, zeroBase, disk.FlushedChanges, null, descriptorTag, parent: null,
+                Guid.NewGuid().ToString("N"), null, ct);
+            var first = await home.CreateParcelAsync(info, prepared.Version, ct);
+            File.Delete(journalPath);
+            site.UpdateLocal(name, s => s with { LastSeenHead = first.Number });
+            return first;
         }
     }
 

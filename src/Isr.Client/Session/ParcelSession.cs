@@ -131,13 +131,14 @@ public sealed class ParcelSession : IAsyncDisposable
         await vm.QuitAsync();
         await _disk.FlushAsync(ct);
         progress?.Report("committing a new version");
-        var prepared = await Committer.PrepareAsync(_parcel, _site, _fetcher, _base, _disk.FlushedChanges, image, _descriptorTag, _parcel.Head.Number, null, ct);
-        await _parcel.Home.CommitAsync(_parcel.Name, prepared.Version, ct);
+        var prepared = await Committer.PrepareAsync(_parcel, _site, _fetcher, _base, _disk.FlushedChanges, image, _descriptorTag, _parcel.Head,
+            Guid.NewGuid().ToString("N"), null, ct);
+        var committed = await _parcel.Home.CommitAsync(_parcel.Name, prepared.Version, ct);
         await StopServingAsync();
-        DirtyJournal.WriteEmpty(_site.JournalPath(_parcel.Name), prepared.Version.Number);
+        DirtyJournal.WriteEmpty(_site.JournalPath(_parcel.Name), committed.Number);
         long imageBytes = image.Sum(c => (long)c.Length);
-        _site.UpdateLocal(_parcel.Name, s => s with { LastSeenHead = prepared.Version.Number, LastMemoryImageBytes = imageBytes });
-        return new SuspendResult(prepared.Version.Number, Stopwatch.GetElapsedTime(started).TotalSeconds, imageBytes, image.Count,
+        _site.UpdateLocal(_parcel.Name, s => s with { LastSeenHead = committed.Number, LastMemoryImageBytes = imageBytes });
+        return new SuspendResult(committed.Number, Stopwatch.GetElapsedTime(started).TotalSeconds, imageBytes, image.Count,
             prepared.ChunksUploaded, prepared.BytesUploaded);
     }
 

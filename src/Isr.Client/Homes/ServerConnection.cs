@@ -1,0 +1,118 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Isr.Client.Homes;
+
+/// <summary>What `isr login` keeps under ISR_HOME: where the server is, its pinned certificate, a revocable session
+/// token and the user's wrapped secrets (ciphertext), so that keys can be unwrapped offline with the password.</summary>
+public sealed record LoginRecord(string Server, string User, string Fingerprint, string Token, byte[] WrappedSecrets, Format.KdfParameters Kdf);
+
+/// <summary>An error answer of the server: its HTTP status, its stable code and its message.</summary>
+public sealed class ServerException(HttpStatusCode status, string code, string message, JsonElement? body = null) : Exception(message)
+{
+    public HttpStatusCode Status { get; } = status;
+    public string Code { get; } = code;
+    public JsonElement? Body { get; } = body;
+}
+
+/// <summary>The server could not be reached at all (network down, server stopped).</summary>
+public sealed class ServerUnreachableException(string message, Exception inner) : Exception(message, inner);
+
+/// <summary>
+/// HTTPS to the isr server with the certificate pinned by SHA-256 fingerprint (like SSH's known hosts), HTTP/2
+/// multiplexing many requests on one connection, and the protocol's JSON error bodies turned into exceptions.
+/// </summary>
+public sealed class ServerConnection : IDisposable
+{
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    private readonly HttpClient _http;
+    public Uri BaseAddress { get; }
+    /// <summary>Fingerprint the server presented on the last connection (for first-use pinning).</summary>
+    public string? PresentedFingerprint { get; private set; }
+
+    /// <param name="pinnedFingerprint">Accept only this certificate; null accepts any and records it (first login only).</param>
+    public ServerConnection(string baseUrl, string? pinnedFingerprint, string? token = null)
+    {
+        BaseAddress = new Uri(baseUrl.TrimEnd('/') + "/");
+        var handler = new SocketsHttpHandler
+        {
+            MaxConnectionsPerServer = 4,
+            EnableMultipleHttp2Connections = true,
+            ConnectTimeout = TimeSpan.FromSeconds(10),
+            SslOptions =
+            {
+                RemoteCertificateValidationCallback = (_, certificate, _, _) =>
+                {
+                    if (certificate is null) return false;
+                    PresentedFingerprint = Fingerprint(certificate.GetRawCertData());
+                    return pinnedFingerprint is null || string.Equals(PresentedFingerprint, Normalize(pinnedFingerprint), StringComparison.Ordinal);
+                },
+            },
+        };
+        _http = new HttpClient(handler)
+        {
+            BaseAddress = BaseAddress,
+            DefaultRequestVersion = HttpVersion.Version20,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+            Timeout = TimeSpan.FromMinutes(10),
+        };
+        if (token != null) _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+    }
+
+    public static string Fingerprint(byte[] der) => Convert.ToHexStringLower(SHA256.HashData(der));
+    public static string Normalize(string fingerprint) => fingerprint.Replace(":", "").Trim().ToLowerInvariant();
+
+    public async Task<T> SendJsonAsync<T>(HttpMethod method, string path, object? body, CancellationToken ct, string? lockToken = null)
+    {
+        using var response = await SendAsync(method, path, body is null ? null : JsonContent.Create(body, options: Json), ct, lockToken);
+        if (response.StatusCode == HttpStatusCode.NoContent) return default!;
+        return (await response.Content.ReadFromJsonAsync<T>(Json, ct))!;
+    }
+
+    public async Task<HttpResponseMessage> SendAsync(HttpMethod method, string path, HttpContent? content, CancellationToken ct,
+        string? lockToken = null, HttpCompletionOption completion = HttpCompletionOption.ResponseContentRead)
+    {
+        using var request = new HttpRequestMessage(method, path) { Content = content };
+        if (lockToken != null) request.Headers.Add("Isr-Lock-Token", lockToken);
+        HttpResponseMessage response;
+        try
+        {
+            response = await _http.SendAsync(request, completion, ct);
+        }
+        catch (HttpRequestException e) when (e.InnerException is System.Security.Authentication.AuthenticationException)
+        {
+            throw new ServerException(0, "certificate_mismatch",
+                $"the server at {BaseAddress} presented certificate {PresentedFingerprint}, not the pinned one: refusing to talk to it " +
+                "(if the server's certificate really changed, log in again with --server-fingerprint)");
+        }
+        catch (HttpRequestException e)
+        {
+            throw new ServerUnreachableException($"cannot reach the server at {BaseAddress}: {e.Message}", e);
+        }
+        if (response.IsSuccessStatusCode) return response;
+        using (response)
+        {
+            var text = await response.Content.ReadAsStringAsync(ct);
+            try
+            {
+                var body = JsonDocument.Parse(text).RootElement.Clone();
+                throw new ServerException(response.StatusCode, body.GetProperty("code").GetString() ?? "", body.GetProperty("error").GetString() ?? text, body);
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+            {
+                throw new ServerException(response.StatusCode, "http_" + (int)response.StatusCode, $"the server answered {(int)response.StatusCode}: {text}");
+            }
+        }
+    }
+
+    public void Dispose() => _http.Dispose();
+}

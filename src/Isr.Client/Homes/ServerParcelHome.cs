@@ -1,0 +1,149 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Isr.Format;
+using Isr.Storage;
+
+namespace Isr.Client.Homes;
+
+/// <summary>Who holds a parcel's lock (never the token).</summary>
+public sealed record LockInfo(string SiteId, string SiteName, DateTimeOffset Acquired, DateTimeOffset LastContact, string? User = null);
+
+/// <summary>The parcel is locked by another site.</summary>
+public sealed class ParcelLockedException(string message, LockInfo? holder) : Exception(message)
+{
+    public LockInfo? Holder { get; } = holder;
+}
+
+/// <summary>
+/// The isr server as a parcel home (docs/PROTOCOL.md). Unlocking needs no network: the user's secrets were wrapped
+/// under the password's key and kept at login. Commits carry the parcel's lock token.
+/// </summary>
+public sealed class ServerParcelHome : IParcelHome, IDisposable
+{
+    private readonly ServerConnection _server;
+    private readonly LoginRecord _login;
+
+    public ServerParcelHome(LoginRecord login)
+    {
+        _login = login;
+        _server = new ServerConnection(login.Server, login.Fingerprint, login.Token);
+        Chunks = new ServerChunkStore(_server);
+    }
+
+    public string Describe => $"server {_login.Server} (user {_login.User})";
+    public IChunkStore Chunks { get; }
+    public ServerConnection Connection => _server;
+    /// <summary>Lock token to send with commits; set by the session that took the lock.</summary>
+    public string? LockToken { get; set; }
+
+    public ValueTask<UserSecrets> UnlockAsync(string password, CancellationToken ct)
+    {
+        var keys = PasswordKdf.Derive(password, _login.Kdf);
+        try
+        {
+            return ValueTask.FromResult(UserSecrets.Unwrap(keys.KeyEncryptionKey, _login.WrappedSecrets));
+        }
+        catch (MalformedDataException)
+        {
+            throw new WrongPasswordException($"wrong password for user {_login.User} at {_login.Server}");
+        }
+    }
+
+    private sealed record ParcelEntry(ParcelInfo Parcel, long Head, LockInfo? Lock);
+
+    public async ValueTask<IReadOnlyList<ParcelInfo>> ListParcelsAsync(CancellationToken ct) =>
+        (await Call(() => _server.SendJsonAsync<List<ParcelEntry>>(HttpMethod.Get, "api/v1/parcels", null, ct))).Select(e => e.Parcel).ToList();
+
+    public async ValueTask<ParcelInfo> GetParcelAsync(string name, CancellationToken ct) =>
+        (await Call(() => _server.SendJsonAsync<ParcelEntry>(HttpMethod.Get, $"api/v1/parcels/{Uri.EscapeDataString(name)}", null, ct))).Parcel;
+
+    public async ValueTask<LockInfo?> GetLockAsync(string name, CancellationToken ct) =>
+        (await Call(() => _server.SendJsonAsync<ParcelEntry>(HttpMethod.Get, $"api/v1/parcels/{Uri.EscapeDataString(name)}", null, ct))).Lock;
+
+    public async ValueTask<VersionRecord> CreateParcelAsync(ParcelInfo parcel, VersionRecord first, CancellationToken ct) =>
+        (await Call(() => _server.SendJsonAsync<CommitAnswer>(HttpMethod.Post, "api/v1/parcels", new { parcel, first }, ct))).Version;
+
+    public async ValueTask<IReadOnlyList<VersionRecord>> ListVersionsAsync(string name, CancellationToken ct) =>
+        await Call(() => _server.SendJsonAsync<List<VersionRecord>>(HttpMethod.Get, $"api/v1/parcels/{Uri.EscapeDataString(name)}/versions", null, ct));
+
+    private sealed record CommitAnswer(VersionRecord Version, bool Side, string? Reason);
+
+    public async ValueTask<VersionRecord> CommitAsync(string name, VersionRecord version, CancellationToken ct)
+    {
+        var answer = await Call(() => _server.SendJsonAsync<CommitAnswer>(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/versions",
+            new { commitId = version.CommitId, version }, ct, LockToken));
+        return answer.Version;
+    }
+
+    public async ValueTask<VersionRecord> RollbackAsync(string name, VersionRecord version, CancellationToken ct) =>
+        (await Call(() => _server.SendJsonAsync<CommitAnswer>(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/rollback",
+            new { commitId = version.CommitId, version }, ct, LockToken))).Version;
+
+    private sealed record LockAnswer(string Token, LockInfo Lock);
+
+    /// <summary>Takes the parcel's lock for this site (the same token again if this site already holds it).</summary>
+    public async ValueTask<string> AcquireLockAsync(string name, string siteId, string siteName, CancellationToken ct)
+    {
+        var answer = await Call(() => _server.SendJsonAsync<LockAnswer>(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock",
+            new { siteId, siteName }, ct));
+        return answer.Token;
+    }
+
+    public async ValueTask ReleaseLockAsync(string name, string token, CancellationToken ct) =>
+        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Delete, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock", null, ct, token));
+
+    public async ValueTask BreakLockAsync(string name, CancellationToken ct) =>
+        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock/break", null, ct));
+
+    public async ValueTask LogoutAsync(CancellationToken ct) =>
+        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Post, "api/v1/logout", null, ct));
+
+    /// <summary>Maps the protocol's error codes to the client's exceptions, so every home fails the same way.</summary>
+    private static async Task<T> Call<T>(Func<Task<T>> call)
+    {
+        try
+        {
+            return await call();
+        }
+        catch (ServerException e) when (e.Code == "not_found") { throw new ParcelNotFoundException(e.Message); }
+        catch (ServerException e) when (e.Code == "conflict") { throw new CommitConflictException(e.Message); }
+        catch (ServerException e) when (e.Code == "locked")
+        {
+            LockInfo? holder = null;
+            if (e.Body is { } body && body.TryGetProperty("lock", out var l)) holder = l.Deserialize<LockInfo>(ServerConnection.Json);
+            throw new ParcelLockedException(holder is null ? e.Message :
+                $"{e.Message}: held by site '{holder.SiteName}' ({holder.SiteId}) since {holder.Acquired:u}, last contact {holder.LastContact:u}. " +
+                "If that site is lost, the owner can run 'isr lock PARCEL --break'; its later check-in will be kept as a side version.", holder);
+        }
+    }
+
+    public void Dispose() => _server.Dispose();
+
+    /// <summary>Logs in: fetches the KDF parameters, derives the authentication secret (the password never leaves), returns what to keep.</summary>
+    public static async Task<LoginRecord> LoginAsync(string url, string user, string password, string? fingerprint, Func<string, bool> acceptFingerprint,
+        string siteId, string siteName, CancellationToken ct)
+    {
+        using var first = new ServerConnection(url, fingerprint);
+        var prelogin = await first.SendJsonAsync<PreloginAnswer>(HttpMethod.Post, "api/v1/prelogin", new { user }, ct);
+        var presented = first.PresentedFingerprint ?? throw new ServerException(0, "no_certificate", "the server presented no certificate");
+        if (fingerprint is null && !acceptFingerprint(presented))
+            throw new ServerException(0, "certificate_not_accepted", $"the server's certificate {presented} was not accepted");
+        var keys = PasswordKdf.Derive(password, prelogin.Kdf);
+        using var pinned = new ServerConnection(url, presented);
+        LoginAnswer answer;
+        try
+        {
+            answer = await pinned.SendJsonAsync<LoginAnswer>(HttpMethod.Post, "api/v1/login",
+                new { user, authSecret = keys.AuthSecret, siteId, siteName }, ct);
+        }
+        catch (ServerException e) when (e.Code == "wrong_password")
+        {
+            throw new WrongPasswordException($"wrong password for user {user} at {url}");
+        }
+        return new LoginRecord(url, user, presented, answer.Token, answer.WrappedSecrets, answer.Kdf);
+    }
+
+    private sealed record PreloginAnswer(KdfParameters Kdf);
+    private sealed record LoginAnswer(string Token, byte[] WrappedSecrets, KdfParameters Kdf);
+}
