@@ -26,14 +26,13 @@ public static class Cli
 
     public static SiteDirectory Site() => new(SiteDirectory.DefaultRoot());
 
-    public static DirectoryParcelHome Home(ParseResult parse, SiteDirectory site, string? parcel)
-    {
-        var store = parse.GetValue(Store) ?? Environment.GetEnvironmentVariable("ISR_STORE")
-            ?? (parcel is not null && site.ReadLocal(parcel)?.Store is { Length: > 0 } s ? s : site.LastStore);
-        return store is null
-            ? throw new UsageException("no parcel store given: use --store DIR (or set ISR_STORE)")
-            : new DirectoryParcelHome(store);
-    }
+    /// <summary>The store named by --store or ISR_STORE, else the store this parcel was last used from; null means the logged-in server.</summary>
+    public static string? StorePath(ParseResult parse, SiteDirectory site, string? parcel) =>
+        parse.GetValue(Store) ?? (Environment.GetEnvironmentVariable("ISR_STORE") is { Length: > 0 } env ? env : null)
+            ?? (parcel is not null && site.ReadLocal(parcel)?.Store is { Length: > 0 } s ? s : null);
+
+    public static IParcelHome Home(ParseResult parse, SiteDirectory site, string? parcel) =>
+        HomeLocator.Open(site, StorePath(parse, site, parcel));
 
     public static string Password(ParseResult parse, bool confirm = false)
     {
@@ -70,6 +69,9 @@ public static class Cli
     {
         UsageException or ArgumentException => (2, e.Message),
         WrongPasswordException => (3, e.Message),
+        ParcelLockedException => (5, e.Message),
+        ServerUnreachableException => (8, e.Message),
+        ServerException => (1, e.Message),
         ParcelNotFoundException or FileNotFoundException => (4, e.Message),
         CommitConflictException => (5, e.Message),
         SiteCannotRunException or DescriptorMismatchException or QemuNotFoundException => (6, e.Message),
@@ -78,7 +80,8 @@ public static class Cli
         {
             nameof(WrongPasswordException) => 3,
             nameof(ParcelNotFoundException) or nameof(FileNotFoundException) => 4,
-            nameof(CommitConflictException) => 5,
+            nameof(CommitConflictException) or nameof(ParcelLockedException) => 5,
+            nameof(ServerUnreachableException) => 8,
             nameof(SiteCannotRunException) or nameof(DescriptorMismatchException) or nameof(QemuNotFoundException) => 6,
             nameof(ChunkIntegrityException) or nameof(MalformedDataException) => 7,
             nameof(ArgumentException) => 2,

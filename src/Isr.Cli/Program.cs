@@ -7,7 +7,7 @@ var root = new RootCommand("""
     you suspend at one site and resume at another.
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 wrong password, 4 no such parcel/version, 5 conflict,
-    6 this site cannot run the parcel's VM, 7 data failed verification.
+    6 this site cannot run the parcel's VM, 7 data failed verification, 8 the server cannot be reached.
     Environment: ISR_HOME (site state, default ~/.isr), ISR_STORE (default parcel store), ISR_PASSWORD (for scripts).
     """);
 root.Subcommands.Add(CreateCommand.Build());
@@ -16,5 +16,12 @@ root.Subcommands.Add(SuspendCommand.Build());
 root.Subcommands.Add(LsCommand.Build());
 root.Subcommands.Add(StatCommand.Build());
 root.Subcommands.Add(DiscardCommand.Build());
+root.Subcommands.Add(CheckinCommand.Build());
+root.Subcommands.Add(SyncCommand.Build());
+root.Subcommands.Add(LoginCommand.Build());
+root.Subcommands.Add(LogoutCommand.Build());
+root.Subcommands.Add(LockCommand.Build());
+root.Subcommands.Add(RollbackCommand.Build());
+root.Subcommands.Add(CleanCommand.Build());
 root.Subcommands.Add(DaemonCommand.Build());
 return await Cli.InvokeAsync(root, args);

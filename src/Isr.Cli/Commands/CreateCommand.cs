@@ -25,15 +25,15 @@ public static class CreateCommand
             var site = Cli.Site();
             string name = parse.GetValue(Cli.Parcel)!;
             var home = Cli.Home(parse, site, name);
-            var secrets = DirectoryParcelHome.IsInitialized(home.Root)
-                ? await home.UnlockAsync(Cli.Password(parse), ct)
-                : home.Initialize(Cli.Password(parse, confirm: true));
+            var secrets = home is DirectoryParcelHome store && !DirectoryParcelHome.IsInitialized(store.Root)
+                ? store.Initialize(Cli.Password(parse, confirm: true))
+                : await home.UnlockAsync(Cli.Password(parse), ct);
             var installation = QemuInstallation.Locate();
             var descriptor = await VmDescriptorFactory.CreateAsync(installation, Size.Parse(parse.GetValue(memory)!), parse.GetValue(machine)!, parse.GetValue(cpus), cancellationToken: ct);
             var image = parse.GetValue(from)!.FullName;
             var version = await Progress.RunAsync(parse, $"importing {Path.GetFileName(image)}", progress =>
                 ParcelImporter.ImportAsync(home, secrets, site, name, image, (int)Size.Parse(parse.GetValue(chunkSize)!), descriptor, progress, ct));
-            site.UpdateLocal(name, s => s with { Store = home.Root });
+            site.UpdateLocal(name, s => s with { Store = home is DirectoryParcelHome d ? d.Root : "" });
             Cli.Print(parse, new { parcel = name, version = version.Number, diskSize = version.DiskSize, chunkSize = version.ChunkSize, descriptor },
                 () => AnsiConsole.MarkupLineInterpolated($"created parcel [bold]{name}[/] version {version.Number}: {Cli.Bytes(version.DiskSize)} disk, {descriptor.MachineType}, {Cli.Bytes(descriptor.MemoryBytes)} RAM, in {home.Describe}"));
             return 0;

@@ -27,7 +27,6 @@ public static class ResumeCommand
             var started = DateTimeOffset.UtcNow;
             var site = Cli.Site();
             string name = parse.GetValue(Cli.Parcel)!;
-            var home = Cli.Home(parse, site, name);
             if (parse.GetValue(cold) && !parse.GetValue(yes) && !Confirm($"Boot '{name}' from its disk and discard its memory image (unsaved work in the running programs is lost)?"))
                 return 1;
             var options = new ResumeOptions
@@ -38,7 +37,7 @@ public static class ResumeCommand
                 Version = parse.GetValue(version),
                 CommandStarted = started,
             };
-            var request = new DaemonRequest { Op = "resume", Parcel = name, Store = home.Root, Password = Cli.Password(parse), Resume = options };
+            var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Password = Cli.Password(parse), Resume = options };
             var result = await DaemonClient.SendAsync(site, request, m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct);
             var stats = result!.Value.Deserialize<SessionStats>(DaemonJson.Options)!;
             Cli.Print(parse, stats, () => AnsiConsole.MarkupLineInterpolated(

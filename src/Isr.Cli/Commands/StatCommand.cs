@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using Isr.Client.Daemon;
+using Isr.Client.Homes;
 using Isr.Client.Session;
 using Isr.Format;
 using Spectre.Console;
@@ -29,8 +30,9 @@ public static class StatCommand
             await ChunkListTree.CollectTagsAsync(head.DiskRootTag, load, pages, chunks, ct);
             int diskChunks = chunks.Count;
             await ChunkListTree.CollectTagsAsync(head.MemoryRootTag, load, pages, chunks, ct);
-            long storedBytes = chunks.Concat(pages).Append(ChunkTag.Parse(head.DescriptorTag))
-                .Sum(t => new FileInfo(home.ChunkDirectory.PathOf(t)).Length);
+            long? storedBytes = home is DirectoryParcelHome store
+                ? chunks.Concat(pages).Append(ChunkTag.Parse(head.DescriptorTag)).Sum(t => new FileInfo(store.ChunkDirectory.PathOf(t)).Length)
+                : null;
 
             var local = site.ReadLocal(name);
             var journal = new FileInfo(site.JournalPath(name));
@@ -42,6 +44,7 @@ public static class StatCommand
                 DiskChunks = head.DiskChunks, StoredDiskChunks = diskChunks, MemoryImageBytes = head.MemoryBytes, MemoryImageChunks = head.MemoryChunks,
                 HeadStoredBytes = storedBytes,
                 DirtyJournalBytes = journal.Exists ? journal.Length : 0,
+                PendingCheckin = File.Exists(site.PendingCommitPath(name)),
                 LastResumeSeconds = local?.LastResumeSeconds,
                 Session = running,
             };
@@ -52,7 +55,8 @@ public static class StatCommand
                 Row("parcel", $"{name} (version {head.Number} of {versions.Count})");
                 Row("disk", $"{Cli.Bytes(parcel.DiskSize)} in {head.DiskChunks} chunks of {Cli.Bytes(parcel.ChunkSize)}; {diskChunks} non-zero stored");
                 Row("memory image", head.HasMemoryImage ? $"{Cli.Bytes(head.MemoryBytes)} in {head.MemoryChunks} chunks" : "none");
-                Row("stored (head)", Cli.Bytes(storedBytes));
+                if (storedBytes is long stored) Row("stored (head)", Cli.Bytes(stored));
+                if (File.Exists(site.PendingCommitPath(name))) Row("pending", "a suspended version waits at this site: run 'isr checkin'");
                 Row("local changes", running is null ? (stat.DirtyJournalBytes > 13 ? "yes (not in any version)" : "none") : $"{running.DirtyChunks} chunks, {Cli.Bytes(running.DirtyBytes)}");
                 Row("last resume", local?.LastResumeSeconds is double r ? $"{r:F2} s" : "-");
                 if (running != null)

@@ -20,8 +20,9 @@ public static class SuspendCommand
                 m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct, startIfNeeded: false)
                 ?? throw new InvalidOperationException($"parcel '{name}' is not running at this site (no site daemon)");
             var suspended = result.Deserialize<SuspendResult>(DaemonJson.Options)!;
-            Cli.Print(parse, suspended, () => AnsiConsole.MarkupLineInterpolated(
-                $"suspended [bold]{name}[/] as version {suspended.Version} in {suspended.Seconds:F2} s: memory image {Cli.Bytes(suspended.MemoryImageBytes)}, sent {suspended.ChunksUploaded} new blobs ({Cli.Bytes(suspended.BytesUploaded)})"));
+            Cli.Print(parse, suspended, () => AnsiConsole.WriteLine(
+                $"suspended {name} in {suspended.Seconds:F2} s: memory image {Cli.Bytes(suspended.MemoryImageBytes)} ({Cli.Bytes(suspended.MemoryImageNewBytes)} new); " +
+                (suspended.Committed is { } c ? $"version {c.Version}, sent {Cli.Bytes(c.BytesUploaded)}" : "kept at this site: run 'isr checkin' to send it home and release the lock")));
             return 0;
         });
         return command;

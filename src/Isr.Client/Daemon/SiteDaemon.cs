@@ -110,15 +110,11 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
             {
                 case "resume":
                     if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is already running at this site");
-                    var home = new DirectoryParcelHome(Require(request.Store));
-                    var secrets = await home.UnlockAsync(Require(request.Password), ct);
-                    var opened = await OpenedParcel.OpenAsync(home, secrets, parcel, ct);
-                    site.UpdateLocal(parcel, s => s with { Store = home.Root });
-                    var session = await ParcelSession.ResumeAsync(opened, site, request.Resume ?? new ResumeOptions(), progress, ct);
+                    var session = await ResumeAsync(parcel, request, progress, ct);
                     _sessions[parcel] = session;
                     return session.Stats();
                 case "suspend":
-                    if (!_sessions.TryGetValue(parcel, out var active)) throw new InvalidOperationException($"parcel '{parcel}' is not running at this site");
+                    var active = Running(parcel);
                     try
                     {
                         return await active.SuspendAsync(progress, ct);
@@ -128,6 +124,8 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
                         _sessions.Remove(parcel);
                         await active.DisposeAsync();
                     }
+                case "sync":
+                    return await Running(parcel).SyncAsync(progress, ct);
                 case "running":
                     return _sessions.ContainsKey(parcel);
                 default:
@@ -138,6 +136,34 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
         {
             _gate.Release();
         }
+    }
+
+    private ParcelSession Running(string parcel) =>
+        _sessions.TryGetValue(parcel, out var session) ? session : throw new InvalidOperationException($"parcel '{parcel}' is not running at this site");
+
+    /// <summary>Unlocks the user's secrets, takes the parcel's lock (server homes), commits a version left pending by an
+    /// earlier suspend here, checks the history, and resumes.</summary>
+    private async Task<ParcelSession> ResumeAsync(string parcel, DaemonRequest request, IProgress<string> progress, CancellationToken ct)
+    {
+        var home = HomeLocator.Open(site, request.Store);
+        var secrets = await home.UnlockAsync(Require(request.Password), ct);
+        if (home is ServerParcelHome server)
+        {
+            var identity = site.Identity;
+            var token = await server.AcquireLockAsync(parcel, identity.Id, identity.Name, ct);
+            site.UpdateLocal(parcel, s => s with { LockToken = token });
+        }
+        if (File.Exists(site.PendingCommitPath(parcel)))
+        {
+            progress.Report("checking in the version suspended earlier at this site");
+            await Checkin.RunAsync(site, home, parcel, releaseLock: false, null, ct);
+        }
+        var opened = await OpenedParcel.OpenAsync(home, secrets, parcel, ct);
+        if (site.ReadLocal(parcel)?.LastSeenHead is long seen && opened.Head.Number < seen)
+            progress.Report($"WARNING: the newest version of '{parcel}' at {home.Describe} is {opened.Head.Number}, older than version {seen} " +
+                "this site saw before: the home may be replaying an old state");
+        site.UpdateLocal(parcel, s => s with { Store = home is DirectoryParcelHome d ? d.Root : "" });
+        return await ParcelSession.ResumeAsync(opened, site, request.Resume ?? new ResumeOptions(), progress, ct);
     }
 
     private static string Require(string? value) => value ?? throw new ArgumentException("request is missing a field");

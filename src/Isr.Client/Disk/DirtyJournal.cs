@@ -113,5 +113,16 @@ public sealed class DirtyJournal : IDisposable
         Durable.WriteFileAtomically(path, header);
     }
 
+    /// <summary>Replaces the journal at <paramref name="path"/> atomically with one for a new base holding <paramref name="entries"/>,
+    /// and opens it. This journal must be disposed by the caller afterwards.</summary>
+    public static DirtyJournal Rewrite(string path, long baseVersion, IEnumerable<KeyValuePair<long, ChunkRef>> entries, ParcelKeys keys)
+    {
+        var temp = path + ".rewrite";
+        File.Delete(temp);
+        using (var fresh = Open(temp, baseVersion, keys)) fresh.Append(entries);
+        File.Move(temp, path, overwrite: true);
+        return Open(path, baseVersion, keys);
+    }
+
     public void Dispose() => _file.Dispose();
 }

@@ -14,11 +14,11 @@ namespace Isr.Client.Disk;
 /// </summary>
 public sealed class ParcelDisk : IBlockDevice, IDisposable
 {
-    private readonly VersionRecord _base;
+    private VersionRecord _base;
     private readonly ParcelKeys _keys;
     private readonly ChunkCodec _codec;
     private readonly ChunkFetcher _fetcher;
-    private readonly DirtyJournal _journal;
+    private DirtyJournal _journal;
     private readonly PlaintextLru _decoded = new(512);
     private readonly ConcurrentDictionary<long, Task<ChunkRef[]>> _leaves = new();
     private readonly ConcurrentDictionary<long, byte[]> _pending = new();
@@ -197,7 +197,14 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     private async ValueTask<ChunkRef> BaseRefAsync(long index, CancellationToken ct)
     {
         long leaf = index / ChunkListTree.LeafCapacity;
-        var entries = await _leaves.GetOrAdd(leaf, l => ChunkListTree.LoadLeafAsync(_base.DiskRootTag, ChunkCount, l, _fetcher.LoadPageAsync, _keys, CancellationToken.None));
+        var load = _leaves.GetOrAdd(leaf, l => ChunkListTree.LoadLeafAsync(_base.DiskRootTag, ChunkCount, l, _fetcher.LoadPageAsync, _keys, CancellationToken.None));
+        ChunkRef[] entries;
+        try { entries = await load; }
+        catch
+        {
+            _leaves.TryRemove(new KeyValuePair<long, Task<ChunkRef[]>>(leaf, load)); // a failed load is tried again by the next read
+            throw;
+        }
         return entries[index % ChunkListTree.LeafCapacity];
     }
 
@@ -217,6 +224,30 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     {
         if (offset < 0 || length < 0 || offset + length > Size)
             throw new ArgumentOutOfRangeException(nameof(offset), $"range {offset}+{length} is outside the {Size}-byte disk");
+    }
+
+    /// <summary>
+    /// After a checkpoint committed <paramref name="committed"/> (the changes frozen at that time) as <paramref name="newBase"/>,
+    /// makes it the base: the journal is rewritten for it, keeping only chunks written since the freeze.
+    /// </summary>
+    public async Task RebaseAsync(VersionRecord newBase, IReadOnlyDictionary<long, ChunkRef> committed, string journalPath, CancellationToken ct)
+    {
+        await _flushGate.WaitAsync(ct);
+        try
+        {
+            var remaining = _dirty.Where(d => !committed.TryGetValue(d.Key, out var c) || c != d.Value).ToList();
+            var journal = DirtyJournal.Rewrite(journalPath, newBase.Number, remaining, _keys);
+            _journal.Dispose();
+            _journal = journal;
+            _base = newBase;
+            _leaves.Clear();
+            foreach (var (index, chunk) in committed)
+                if (_dirty.TryGetValue(index, out var now) && now == chunk) _dirty.TryRemove(index, out _);
+        }
+        finally
+        {
+            _flushGate.Release();
+        }
     }
 
     public void Dispose() => _journal.Dispose();

@@ -5,6 +5,7 @@ using Isr.Client.Cache;
 using Isr.Client.Disk;
 using Isr.Client.Homes;
 using Isr.Client.Site;
+using Isr.Client.Transfer;
 using Isr.Format;
 using Isr.Vmm;
 
@@ -38,7 +39,7 @@ public static class ParcelImporter
         long chunks = (size + chunkSize - 1) / chunkSize;
         var zeroRefs = Enumerable.Range(0, (int)chunks).Select(i => ChunkRef.Zero((int)Math.Min(chunkSize, size - (long)i * chunkSize))).ToList();
         var zeroTree = ChunkListTree.Build(zeroRefs, keys);
-        foreach (var (tag, page) in zeroTree.NewPages) await home.Chunks.PutAsync(tag, page, ct);
+        foreach (var (tag, page) in zeroTree.NewPages) await site.DurableCache.PutAsync(tag, page, ct);
         var zeroBase = new VersionRecord
         {
             ParcelId = info.Id, Number = 0, Created = info.Created, ChunkSize = chunkSize, DiskSize = size,
@@ -55,7 +56,10 @@ public static class ParcelImporter
             await WriteImageAsync(disk, imagePath, site.SessionRunDirectory(name), progress, ct);
             await disk.FlushAsync(ct);
             var prepared = await Committer.PrepareAsync(parcel, site, fetcher, zeroBase, disk.FlushedChanges, null, descriptorTag, parent: null,
-                Guid.NewGuid().ToString("N"), null, ct);
+                Guid.NewGuid().ToString("N"), ct);
+            var blobs = disk.FlushedChanges.Values.Where(c => !c.IsZeroChunk).Select(c => c.Tag)
+                .Concat(prepared.PageTags).Concat(zeroTree.NewPages.Select(p => p.Tag)).Append(descriptorTag).ToHashSet();
+            await Uploader.UploadMissingAsync(site.Cache, home.Chunks, blobs, null, ct);
             var first = await home.CreateParcelAsync(info, prepared.Version, ct);
             File.Delete(journalPath);
             site.UpdateLocal(name, s => s with { LastSeenHead = first.Number });

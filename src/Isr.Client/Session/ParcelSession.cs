@@ -26,7 +26,8 @@ public sealed record SessionStats(
     string Parcel, string State, long BaseVersion, double ResumeSeconds, bool ColdBoot, long Misses, double GuestWaitSeconds,
     long CacheBytes, long HomeBytes, long DirtyChunks, long DirtyBytes, long MemoryImageBytes, int? QemuPid);
 
-public sealed record SuspendResult(long Version, double Seconds, long MemoryImageBytes, long MemoryImageChunks, int ChunksUploaded, long BytesUploaded);
+/// <summary>Outcome of a suspend or sync. <see cref="Committed"/> is null while the version waits at this site for `isr checkin`.</summary>
+public sealed record SuspendResult(double Seconds, long MemoryImageBytes, long MemoryImageChunks, long MemoryImageNewBytes, CheckinResult? Committed);
 
 /// <summary>
 /// One running parcel at this site: its disk served over NBD from the parcel disk, and QEMU using it.
@@ -43,8 +44,10 @@ public sealed class ParcelSession : IAsyncDisposable
     private readonly NbdServer _nbd;
     private readonly Task _serving;
     private readonly CancellationTokenSource _stop = new();
-    private readonly VersionRecord _base;
     private readonly ChunkTag _descriptorTag;
+    private VersionRecord _parent;
+    private VersionRecord _base;
+    private Dictionary<long, ChunkRef>? _frozenChanges;
     private QemuVm? _vm;
     private double _resumeSeconds;
     private bool _cold;
@@ -55,6 +58,7 @@ public sealed class ParcelSession : IAsyncDisposable
     private ParcelSession(OpenedParcel parcel, SiteDirectory site, ChunkFetcher fetcher, ParcelDisk disk, VersionRecord baseVersion, ChunkTag descriptorTag)
     {
         (_parcel, _site, _fetcher, _disk, _base, _descriptorTag) = (parcel, site, fetcher, disk, baseVersion, descriptorTag);
+        _parent = parcel.Head;
         Directory.CreateDirectory(site.SessionRunDirectory(parcel.Name));
         _nbd = new NbdServer(disk, "disk");
         _serving = _nbd.ServeAsync(NbdSocket, _stop.Token);
@@ -120,26 +124,75 @@ public sealed class ParcelSession : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Saves the memory image and the disk as a version prepared at this site, and quits QEMU. A store home commits it
+    /// at once; a server home keeps it for `isr checkin` (the user may walk away as soon as this returns).
+    /// </summary>
     public async Task<SuspendResult> SuspendAsync(IProgress<string>? progress, CancellationToken ct)
     {
         var vm = _vm ?? throw new InvalidOperationException("no VM is running");
         long started = Stopwatch.GetTimestamp();
         progress?.Report("saving the memory image");
-        IReadOnlyList<ChunkRef> image = [];
-        await vm.SaveStateAsync(async (stream, token) =>
-            image = await MemoryImage.CaptureAsync(stream, _parcel.Codec, (tag, blob, t) => _site.DurableCache.PutAsync(tag, blob, t), token), ct);
+        var (image, newBytes) = await CaptureMemoryAsync(vm, ct);
         await vm.QuitAsync();
         await _disk.FlushAsync(ct);
-        progress?.Report("committing a new version");
-        var prepared = await Committer.PrepareAsync(_parcel, _site, _fetcher, _base, _disk.FlushedChanges, image, _descriptorTag, _parcel.Head,
-            Guid.NewGuid().ToString("N"), null, ct);
-        var committed = await _parcel.Home.CommitAsync(_parcel.Name, prepared.Version, ct);
+        await PrepareAsync(image, ct);
         await StopServingAsync();
-        DirtyJournal.WriteEmpty(_site.JournalPath(_parcel.Name), committed.Number);
-        long imageBytes = image.Sum(c => (long)c.Length);
-        _site.UpdateLocal(_parcel.Name, s => s with { LastSeenHead = committed.Number, LastMemoryImageBytes = imageBytes });
-        return new SuspendResult(committed.Number, Stopwatch.GetElapsedTime(started).TotalSeconds, imageBytes, image.Count,
-            prepared.ChunksUploaded, prepared.BytesUploaded);
+        CheckinResult? committed = null;
+        if (_parcel.Home is Homes.DirectoryParcelHome)
+        {
+            progress?.Report("committing a new version");
+            committed = await Checkin.RunAsync(_site, _parcel.Home, _parcel.Name, releaseLock: false, null, ct);
+        }
+        return new SuspendResult(Stopwatch.GetElapsedTime(started).TotalSeconds, image.Sum(c => (long)c.Length), image.Count, newBytes, committed);
+    }
+
+    /// <summary>A checkpoint while the VM keeps running: pause, capture memory and freeze the dirty set, continue, then
+    /// upload and commit (the lock stays).</summary>
+    public async Task<SuspendResult> SyncAsync(IProgress<string>? progress, CancellationToken ct)
+    {
+        var vm = _vm ?? throw new InvalidOperationException("no VM is running");
+        long started = Stopwatch.GetTimestamp();
+        progress?.Report("capturing the memory image");
+        var (image, newBytes) = await CaptureMemoryAsync(vm, ct);
+        await _disk.FlushAsync(ct);
+        await vm.ContinueAsync(ct);
+        await PrepareAsync(image, ct);
+        progress?.Report("uploading and committing");
+        var frozen = _frozenChanges!;
+        var committed = await Checkin.RunAsync(_site, _parcel.Home, _parcel.Name, releaseLock: false, null, ct,
+            rebase: async version =>
+            {
+                await _disk.RebaseAsync(version, frozen, _site.JournalPath(_parcel.Name), ct);
+                _base = version;
+            });
+        return new SuspendResult(Stopwatch.GetElapsedTime(started).TotalSeconds, image.Sum(c => (long)c.Length), image.Count, newBytes, committed);
+    }
+
+    private async Task<(IReadOnlyList<ChunkRef> Image, long NewBytes)> CaptureMemoryAsync(QemuVm vm, CancellationToken ct)
+    {
+        IReadOnlyList<ChunkRef> image = [];
+        long newBytes = 0;
+        await vm.SaveStateAsync(async (stream, token) =>
+            image = await MemoryImage.CaptureAsync(stream, _parcel.Codec, async (tag, blob, t) =>
+            {
+                if (!_site.DurableCache.Contains(tag)) Interlocked.Add(ref newBytes, blob.Length);
+                await _site.DurableCache.PutAsync(tag, blob, t);
+            }, token), ct);
+        return (image, newBytes);
+    }
+
+    /// <summary>Signs the next version from the frozen dirty set and the image, and records it durably as pending.</summary>
+    private async Task PrepareAsync(IReadOnlyList<ChunkRef> image, CancellationToken ct)
+    {
+        var changes = new Dictionary<long, ChunkRef>(_disk.FlushedChanges);
+        _frozenChanges = changes;
+        var prepared = await Committer.PrepareAsync(_parcel, _site, _fetcher, _base, changes, image, _descriptorTag, _parent,
+            Guid.NewGuid().ToString("N"), ct);
+        var blobs = changes.Values.Where(c => !c.IsZeroChunk).Select(c => c.Tag).Concat(image.Select(c => c.Tag))
+            .Concat(prepared.PageTags).Append(_descriptorTag).Distinct().Select(t => t.ToString()).ToList();
+        new PendingCommit(prepared.Version, blobs, _base.Number).Save(_site.PendingCommitPath(_parcel.Name));
+        _parent = prepared.Version;
     }
 
     public SessionStats Stats() => new(

@@ -7,6 +7,8 @@ namespace Isr.Client.Site;
 public sealed record ParcelLocalState
 {
     public string Store { get; init; } = "";
+    /// <summary>The parcel's lock token while this site holds the lock (server homes).</summary>
+    public string? LockToken { get; init; }
     public long? LastSeenHead { get; init; }
     public double? LastResumeSeconds { get; init; }
     public DateTimeOffset? LastResumed { get; init; }
@@ -49,6 +51,31 @@ public sealed class SiteDirectory
     public string JournalPath(string parcel) => Path.Combine(ParcelDirectory(parcel), "dirty.journal");
     public string SessionRunDirectory(string parcel) => Path.Combine(RunDirectory, parcel);
 
+    /// <summary>This site's identity, made on first use: a random id and a name (the host name by default).</summary>
+    public SiteIdentity Identity
+    {
+        get
+        {
+            var file = Path.Combine(Root, "site.json");
+            if (File.Exists(file)) return JsonSerializer.Deserialize<SiteIdentity>(File.ReadAllBytes(file), Json)!;
+            var identity = new SiteIdentity(Guid.NewGuid().ToString(), Environment.GetEnvironmentVariable("ISR_SITE_NAME") ?? Environment.MachineName);
+            Durable.WriteFileAtomically(file, JsonSerializer.SerializeToUtf8Bytes(identity, Json));
+            return identity;
+        }
+    }
+
+    private string LoginFile => Path.Combine(Root, "login.json");
+
+    public Homes.LoginRecord? Login => File.Exists(LoginFile) ? JsonSerializer.Deserialize<Homes.LoginRecord>(File.ReadAllBytes(LoginFile), Json) : null;
+
+    public void SaveLogin(Homes.LoginRecord? login)
+    {
+        if (login is null) File.Delete(LoginFile);
+        else Durable.WriteFileAtomically(LoginFile, JsonSerializer.SerializeToUtf8Bytes(login, Json));
+    }
+
+    public string PendingCommitPath(string parcel) => Path.Combine(ParcelDirectory(parcel), "pending-commit.json");
+
     public ParcelLocalState? ReadLocal(string parcel)
     {
         var file = Path.Combine(ParcelDirectory(parcel), "local.json");
@@ -69,3 +96,6 @@ public sealed class SiteDirectory
     public void UpdateLocal(string parcel, Func<ParcelLocalState, ParcelLocalState> update) =>
         WriteLocal(parcel, update(ReadLocal(parcel) ?? new ParcelLocalState()));
 }
+
+/// <summary>A site: an ISR_HOME with a random id and a human name, shown as a lock holder.</summary>
+public sealed record SiteIdentity(string Id, string Name);

@@ -1,0 +1,41 @@
+using System.CommandLine;
+using System.Text.Json;
+using Isr.Client.Daemon;
+using Isr.Client.Session;
+using Spectre.Console;
+
+namespace Isr.Cli.Commands;
+
+/// <summary>`isr checkin PARCEL`: send the suspended parcel home as a new version and release its lock.</summary>
+public static class CheckinCommand
+{
+    public static Command Build()
+    {
+        var keepLock = new Option<bool>("--keep-lock") { Description = "Commit but keep the lock (to resume here again)" };
+        var command = new Command("checkin", "Upload the suspended parcel's changes, commit them as a version and release the lock; needs no password")
+        {
+            Cli.Parcel, Cli.Store, keepLock, Cli.Json,
+        };
+        command.SetAction(async (parse, ct) =>
+        {
+            var site = Cli.Site();
+            string name = parse.GetValue(Cli.Parcel)!;
+            await RefuseWhileRunningAsync(site, name, "check it in", ct);
+            var home = Cli.Home(parse, site, name);
+            var result = await Progress.RunAsync(parse, $"checking in {name}", progress =>
+                Checkin.RunAsync(site, home, name, releaseLock: !parse.GetValue(keepLock), new Progress<long>(b => progress.Report(0.5)), ct));
+            Cli.Print(parse, result, () => AnsiConsole.WriteLine(
+                $"{name} is at version {result.Version}{(result.Side ? " (kept as a side version: the lock was broken or a newer version exists)" : "")}; " +
+                $"sent {result.ChunksUploaded} blobs ({Cli.Bytes(result.BytesUploaded)}){(result.LockReleased ? "; lock released: safe to leave this site" : "")}"));
+            return 0;
+        });
+        return command;
+    }
+
+    public static async Task RefuseWhileRunningAsync(Isr.Client.Site.SiteDirectory site, string parcel, string action, CancellationToken ct)
+    {
+        var running = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "running", Parcel = parcel }, null, ct, startIfNeeded: false);
+        if (running is { ValueKind: JsonValueKind.True })
+            throw new InvalidOperationException($"parcel '{parcel}' is running at this site: suspend it first, then {action}");
+    }
+}

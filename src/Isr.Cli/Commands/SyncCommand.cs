@@ -1,0 +1,29 @@
+using System.CommandLine;
+using System.Text.Json;
+using Isr.Client.Daemon;
+using Isr.Client.Session;
+using Spectre.Console;
+
+namespace Isr.Cli.Commands;
+
+/// <summary>`isr sync PARCEL`: checkpoint a running parcel as a new version; the VM keeps running and the lock stays.</summary>
+public static class SyncCommand
+{
+    public static Command Build()
+    {
+        var command = new Command("sync", "Checkpoint the running parcel: pause briefly, capture memory and disk, continue, upload and commit") { Cli.Parcel, Cli.Json };
+        command.SetAction(async (parse, ct) =>
+        {
+            var site = Cli.Site();
+            string name = parse.GetValue(Cli.Parcel)!;
+            var result = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "sync", Parcel = name },
+                m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct, startIfNeeded: false)
+                ?? throw new InvalidOperationException($"parcel '{name}' is not running at this site (no site daemon)");
+            var synced = result.Deserialize<SuspendResult>(DaemonJson.Options)!;
+            Cli.Print(parse, synced, () => AnsiConsole.MarkupLineInterpolated(
+                $"synced [bold]{name}[/] as version {synced.Committed?.Version} in {synced.Seconds:F2} s; the VM kept running"));
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,48 @@
+using Isr.Client.Disk;
+using Isr.Client.Homes;
+using Isr.Client.Site;
+using Isr.Client.Transfer;
+using Isr.Format;
+
+namespace Isr.Client.Session;
+
+public sealed record CheckinResult(long Version, bool Side, int ChunksUploaded, long BytesUploaded, bool LockReleased);
+
+/// <summary>
+/// Sends a suspended parcel home: uploads the blobs of its pending version that the home lacks, commits the version
+/// (idempotent by commit id), resets the dirty journal to it, and optionally releases the lock. Needs no keys: the
+/// version was prepared and signed at suspend.
+/// </summary>
+public static class Checkin
+{
+    /// <param name="rebase">For a running session (sync): moves its disk onto the committed version instead of emptying the journal.</param>
+    public static async Task<CheckinResult> RunAsync(SiteDirectory site, IParcelHome home, string parcel, bool releaseLock,
+        IProgress<long>? progress, CancellationToken ct, Func<VersionRecord, Task>? rebase = null)
+    {
+        var local = site.ReadLocal(parcel) ?? new ParcelLocalState();
+        if (home is ServerParcelHome server) server.LockToken = local.LockToken;
+        var pending = PendingCommit.Load(site.PendingCommitPath(parcel));
+        CheckinResult result;
+        if (pending is null)
+        {
+            result = new CheckinResult(local.LastSeenHead ?? 0, false, 0, 0, false);
+        }
+        else
+        {
+            var (count, bytes) = await Uploader.UploadMissingAsync(site.Cache, home.Chunks, pending.BlobTags, progress, ct);
+            var committed = await home.CommitAsync(parcel, pending.Version, ct);
+            if (rebase != null) await rebase(committed);
+            else DirtyJournal.WriteEmpty(site.JournalPath(parcel), committed.Number);
+            File.Delete(site.PendingCommitPath(parcel));
+            site.UpdateLocal(parcel, s => s with { LastSeenHead = committed.Side ? s.LastSeenHead : committed.Number });
+            result = new CheckinResult(committed.Number, committed.Side, count, bytes, false);
+        }
+        if (releaseLock && home is ServerParcelHome lockHome && local.LockToken is { } token)
+        {
+            await lockHome.ReleaseLockAsync(parcel, token, ct);
+            site.UpdateLocal(parcel, s => s with { LockToken = null });
+            result = result with { LockReleased = true };
+        }
+        return result;
+    }
+}

@@ -1,0 +1,21 @@
+using System.Text.Json;
+using Isr.Format;
+
+namespace Isr.Client.Session;
+
+/// <summary>
+/// A version prepared at this site but not yet committed at the home: the signed record (its commit id fixed before
+/// any upload) and the blobs to send, all of which are in the site cache as ciphertext. Written durably at suspend,
+/// removed after the commit; a retry after a crash sends the same commit id, so it never makes two versions.
+/// </summary>
+public sealed record PendingCommit(VersionRecord Version, IReadOnlyList<string> Blobs, long BaseVersion)
+{
+    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+
+    public IReadOnlyCollection<ChunkTag> BlobTags => Blobs.Select(ChunkTag.Parse).ToList();
+
+    public void Save(string path) => Durable.WriteFileAtomically(path, JsonSerializer.SerializeToUtf8Bytes(this, Json));
+
+    public static PendingCommit? Load(string path) =>
+        File.Exists(path) ? JsonSerializer.Deserialize<PendingCommit>(File.ReadAllBytes(path), Json) : null;
+}

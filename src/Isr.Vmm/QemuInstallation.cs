@@ -1,0 +1,197 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Isr.Vmm;
+
+/// <summary>
+/// A QEMU binary at this site and what it can do. Probing starts a throwaway QEMU
+/// (<c>-machine none</c>) and asks over QMP, because the answers (machine aliases, version)
+/// depend on the exact build; results are cached per process and binary path.
+/// </summary>
+public sealed class QemuInstallation
+{
+    public const string DefaultBinaryName = "qemu-system-x86_64";
+
+    private static readonly ConcurrentDictionary<string, Lazy<Task<SiteCapabilities>>> Cache = new();
+
+    private QemuInstallation(string binaryPath) => BinaryPath = binaryPath;
+
+    /// <summary>Absolute path of the QEMU system emulator.</summary>
+    public string BinaryPath { get; }
+
+    /// <summary>
+    /// Finds QEMU: the given path if any, otherwise <see cref="DefaultBinaryName"/> on PATH.
+    /// Throws <see cref="QemuNotFoundException"/> with an actionable message when it is missing.
+    /// </summary>
+    public static QemuInstallation Locate(string? binaryPath = null)
+    {
+        if (binaryPath is not null)
+        {
+            var full = Path.GetFullPath(binaryPath);
+            if (!File.Exists(full))
+                throw new QemuNotFoundException($"QEMU binary '{full}' does not exist.");
+            return new QemuInstallation(full);
+        }
+        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
+        {
+            var candidate = Path.Combine(dir, DefaultBinaryName);
+            if (File.Exists(candidate) && IsExecutable(candidate))
+                return new QemuInstallation(Path.GetFullPath(candidate));
+        }
+        throw new QemuNotFoundException(
+            $"{DefaultBinaryName} was not found on PATH. Install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86) " +
+            "or pass the binary path explicitly.");
+    }
+
+    private static bool IsExecutable(string path) =>
+        OperatingSystem.IsWindows()
+        || (File.GetUnixFileMode(path) & (UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute)) != 0;
+
+    /// <summary>Probes once per process (per binary); later calls return the cached result.</summary>
+    public Task<SiteCapabilities> GetCapabilitiesAsync(CancellationToken cancellationToken = default)
+    {
+        var lazy = Cache.GetOrAdd(BinaryPath, path => new Lazy<Task<SiteCapabilities>>(() => ProbeAsync(path)));
+        var task = lazy.Value;
+        // A failed probe (e.g. transient) must not poison the cache for the rest of the process.
+        task.ContinueWith(t => Cache.TryRemove(new KeyValuePair<string, Lazy<Task<SiteCapabilities>>>(BinaryPath, lazy)),
+            CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        return task.WaitAsync(cancellationToken);
+    }
+
+    /// <summary>The versioned machine type for <paramref name="nameOrAlias"/> (e.g. q35 → pc-q35-7.2).</summary>
+    public async Task<string> ResolveMachineAsync(string nameOrAlias, CancellationToken cancellationToken = default)
+    {
+        var caps = await GetCapabilitiesAsync(cancellationToken).ConfigureAwait(false);
+        return caps.ResolveMachine(nameOrAlias)?.Name
+            ?? throw new ArgumentException($"QEMU {caps.VmmVersion} has no machine type or alias '{nameOrAlias}'.", nameof(nameOrAlias));
+    }
+
+    private static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(30);
+
+    private static async Task<SiteCapabilities> ProbeAsync(string binaryPath)
+    {
+        // The probe is shared by all callers, so it runs under its own timeout, not one caller's token.
+        using var cts = new CancellationTokenSource(ProbeTimeout);
+        var accelerators = ParseHelpList(await RunHelpAsync(binaryPath, "-accel", cts.Token).ConfigureAwait(false));
+        var displays = ParseHelpList(await RunHelpAsync(binaryPath, "-display", cts.Token).ConfigureAwait(false));
+
+        var dir = RuntimeDirectory.Create("probe");
+        try
+        {
+            var qmpPath = Path.Combine(dir.Path, "qmp.sock");
+            await using var process = QemuProcess.Start(binaryPath,
+            [
+                "-machine", "none", "-nodefaults", "-no-user-config", "-display", "none", "-S",
+                "-qmp", $"unix:{QemuArgs.Escape(qmpPath)},server=on,wait=off",
+            ]);
+            await using var qmp = await process.ConnectQmpAsync(qmpPath, ProbeTimeout, cts.Token).ConfigureAwait(false);
+
+            var version = await qmp.ExecuteAsync("query-version", null, cts.Token).ConfigureAwait(false);
+            var q = version.GetProperty("qemu");
+            var versionString = $"{q.GetProperty("major").GetInt32()}.{q.GetProperty("minor").GetInt32()}.{q.GetProperty("micro").GetInt32()}";
+
+            var machines = new List<QemuMachineType>();
+            foreach (var m in (await qmp.ExecuteAsync("query-machines", null, cts.Token).ConfigureAwait(false)).EnumerateArray())
+            {
+                machines.Add(new QemuMachineType(
+                    m.GetProperty("name").GetString()!,
+                    m.TryGetProperty("alias", out var alias) ? alias.GetString() : null,
+                    m.TryGetProperty("is-default", out var def) && def.GetBoolean(),
+                    m.TryGetProperty("deprecated", out var dep) && dep.GetBoolean()));
+            }
+
+            var cpus = (await qmp.ExecuteAsync("query-cpu-definitions", null, cts.Token).ConfigureAwait(false))
+                .EnumerateArray().Select(c => c.GetProperty("name").GetString()!).Order(StringComparer.Ordinal).ToList();
+
+            var devices = (await qmp.ExecuteAsync("qom-list-types",
+                    new JsonObject { ["implements"] = "device", ["abstract"] = false }, cts.Token).ConfigureAwait(false))
+                .EnumerateArray().Select(t => t.GetProperty("name").GetString()!).Order(StringComparer.Ordinal).ToList();
+
+            try
+            {
+                await qmp.ExecuteAsync("quit", null, cts.Token).ConfigureAwait(false);
+            }
+            catch (QmpConnectionClosedException)
+            {
+                // QEMU may close the socket before the reply is read; it is exiting either way.
+            }
+            await process.Exited.WaitAsync(TimeSpan.FromSeconds(10), cts.Token).ConfigureAwait(false);
+
+            return new SiteCapabilities
+            {
+                Vmm = "qemu",
+                VmmVersion = versionString,
+                Package = version.TryGetProperty("package", out var pkg) ? pkg.GetString() ?? "" : "",
+                MachineTypes = machines,
+                Accelerators = UsableAccelerators(accelerators),
+                CpuModels = cpus,
+                DeviceTypes = devices,
+                DisplayBackends = displays,
+            };
+        }
+        finally
+        {
+            dir.Delete();
+        }
+    }
+
+    // Compiled-in accelerators are not all usable: kvm needs a read/write /dev/kvm.
+    private static List<string> UsableAccelerators(IReadOnlyList<string> compiledIn)
+    {
+        var usable = new List<string>();
+        foreach (var accel in compiledIn)
+        {
+            if (accel == "kvm" && !KvmUsable())
+                continue;
+            usable.Add(accel);
+        }
+        return usable;
+    }
+
+    private static bool KvmUsable()
+    {
+        try
+        {
+            using var kvm = new FileStream("/dev/kvm", FileMode.Open, FileAccess.ReadWrite);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    private static async Task<string> RunHelpAsync(string binaryPath, string option, CancellationToken cancellationToken)
+    {
+        var psi = new ProcessStartInfo(binaryPath)
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true, // module-not-found chatter; not part of the list
+        };
+        psi.ArgumentList.Add(option);
+        psi.ArgumentList.Add("help");
+        using var process = Process.Start(psi) ?? throw new QemuVmException($"Cannot start '{binaryPath}'.");
+        var stdout = process.StandardOutput.ReadToEndAsync(cancellationToken);
+        var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
+        try
+        {
+            await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill();
+            throw;
+        }
+        await stderr.ConfigureAwait(false);
+        return await stdout.ConfigureAwait(false);
+    }
+
+    // "-accel help" / "-display help" print a header line ending in ':' and then one name per line.
+    private static List<string> ParseHelpList(string output) =>
+        output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(l => !l.EndsWith(':') && !l.Contains(' '))
+            .ToList();
+}

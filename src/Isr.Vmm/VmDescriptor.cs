@@ -1,0 +1,84 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Isr.Vmm;
+
+/// <summary>
+/// Everything that must be identical between the QEMU that saved a memory image and the one
+/// that loads it. QEMU does not check most of it (a different <c>-cpu</c> or extra devices are
+/// silently accepted and corrupt the guest), so we store it next to the image and check it.
+/// The QEMU command line is derived from this plus host-only site options.
+/// </summary>
+public sealed record VmDescriptor
+{
+    public const int CurrentFormatVersion = 1;
+
+    public int FormatVersion { get; init; } = CurrentFormatVersion;
+
+    /// <summary>Monitor implementation; only "qemu" exists today.</summary>
+    public required string Vmm { get; init; }
+
+    /// <summary>VMM version as reported by QMP <c>query-version</c>, e.g. "7.2.22".</summary>
+    public required string VmmVersion { get; init; }
+
+    /// <summary>Resolved, versioned machine type (e.g. <c>pc-q35-7.2</c>), never an alias like <c>q35</c>.</summary>
+    public required string MachineType { get; init; }
+
+    /// <summary>"tcg" or "kvm". The vCPU state differs between them, so it is part of the contract.</summary>
+    public required string Accelerator { get; init; }
+
+    /// <summary>Named CPU model (e.g. <c>qemu64</c>); never <c>host</c> or <c>max</c>, which depend on the host.</summary>
+    public required string CpuModel { get; init; }
+
+    public required long MemoryBytes { get; init; }
+
+    public required int CpuCount { get; init; }
+
+    /// <summary>Guest-visible devices in command-line order.</summary>
+    public required IReadOnlyList<VmDevice> Devices { get; init; }
+
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    public byte[] ToJsonUtf8() => JsonSerializer.SerializeToUtf8Bytes(this, JsonOptions);
+
+    public static VmDescriptor FromJson(string json) =>
+        Validate(JsonSerializer.Deserialize<VmDescriptor>(json, JsonOptions));
+
+    public static VmDescriptor FromJson(ReadOnlySpan<byte> utf8Json) =>
+        Validate(JsonSerializer.Deserialize<VmDescriptor>(utf8Json, JsonOptions));
+
+    private static VmDescriptor Validate(VmDescriptor? d)
+    {
+        if (d is null)
+            throw new InvalidDataException("VM descriptor JSON is null.");
+        // A newer format may carry fields this code would silently drop; refuse rather than guess.
+        if (d.FormatVersion != CurrentFormatVersion)
+            throw new InvalidDataException(
+                $"VM descriptor format version {d.FormatVersion} is not supported (expected {CurrentFormatVersion}).");
+        return d;
+    }
+
+    // Records compare lists by reference; a descriptor's identity includes the device contents.
+    public bool Equals(VmDescriptor? other) =>
+        other is not null
+        && FormatVersion == other.FormatVersion
+        && Vmm == other.Vmm
+        && VmmVersion == other.VmmVersion
+        && MachineType == other.MachineType
+        && Accelerator == other.Accelerator
+        && CpuModel == other.CpuModel
+        && MemoryBytes == other.MemoryBytes
+        && CpuCount == other.CpuCount
+        && Devices.SequenceEqual(other.Devices);
+
+    public override int GetHashCode() =>
+        HashCode.Combine(Vmm, VmmVersion, MachineType, Accelerator, CpuModel, MemoryBytes, CpuCount, Devices.Count);
+}
