@@ -23,8 +23,9 @@ public sealed class SingleSiteCycleTests
         Assert.True(boot.GetProperty("coldBoot").GetBoolean());
         await SerialConsole.WaitForTicksAsync(firstConsole, 3, GuestTimeout);
         var suspended = await site.IsrJsonAsync("suspend", "box");
-        Assert.Equal(2, suspended.GetProperty("version").GetInt64());
+        Assert.Equal(2, suspended.GetProperty("committed").GetProperty("version").GetInt64()); // a store home commits at suspend
         Assert.True(suspended.GetProperty("memoryImageBytes").GetInt64() > 1 << 20);
+        long firstImageNewBytes = suspended.GetProperty("memoryImageNewBytes").GetInt64();
         var before = SerialConsole.Ticks(firstConsole)[^1];
 
         var secondConsole = Path.Combine(site.Root, "console-2.log");
@@ -35,8 +36,11 @@ public sealed class SingleSiteCycleTests
         Assert.Equal(before.Boot, after.Boot);           // the disk's boot count did not move
         Assert.InRange(after.Counter, before.Counter + 1, before.Counter + 2); // the counter went on from where it stopped
         var second = await site.IsrJsonAsync("suspend", "box");
-        Assert.Equal(3, second.GetProperty("version").GetInt64());
+        Assert.Equal(3, second.GetProperty("committed").GetProperty("version").GetInt64());
         var last = SerialConsole.Ticks(secondConsole)[^1];
+        // Content-defined chunks: a second suspend of the same guest stores a small fraction of the first.
+        Assert.True(second.GetProperty("memoryImageNewBytes").GetInt64() * 4 < firstImageNewBytes,
+            $"second suspend stored {second.GetProperty("memoryImageNewBytes")} new bytes vs {firstImageNewBytes} for the first");
 
         // Every tick the guest wrote (and synced) before the suspend is on the stored disk.
         var image = await ParcelInspector.ExportDiskAsync(site.Store, "box", TestSite.Password, site.Root);
