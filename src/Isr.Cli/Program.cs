@@ -23,5 +23,6 @@ root.Subcommands.Add(LogoutCommand.Build());
 root.Subcommands.Add(LockCommand.Build());
 root.Subcommands.Add(RollbackCommand.Build());
 root.Subcommands.Add(CleanCommand.Build());
+root.Subcommands.Add(PasswdCommand.Build());
 root.Subcommands.Add(DaemonCommand.Build());
 return await Cli.InvokeAsync(root, args);

@@ -3,7 +3,8 @@ namespace Isr.Client;
 /// <summary>Crash-safe small-file writes: write a temporary file, fsync, rename over the target.</summary>
 public static class Durable
 {
-    public static void WriteFileAtomically(string path, ReadOnlySpan<byte> content)
+    /// <param name="replace">false: fail with <see cref="IOException"/> if <paramref name="path"/> exists (link, not rename).</param>
+    public static void WriteFileAtomically(string path, ReadOnlySpan<byte> content, bool replace = true)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         var temp = $"{path}.{Environment.ProcessId}.tmp";
@@ -12,6 +13,13 @@ public static class Durable
             file.Write(content);
             file.Flush(flushToDisk: true);
         }
-        File.Move(temp, path, overwrite: true);
+        try
+        {
+            File.Move(temp, path, overwrite: replace);
+        }
+        finally
+        {
+            File.Delete(temp);
+        }
     }
 }

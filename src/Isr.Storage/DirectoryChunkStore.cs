@@ -24,6 +24,8 @@ public sealed class DirectoryChunkStore : IChunkStore
 
     public string Root => _root;
 
+    public override string ToString() => $"store {Path.GetDirectoryName(_root)}";
+
     public string PathOf(ChunkTag tag)
     {
         var hex = tag.ToString();
@@ -71,7 +73,8 @@ public sealed class DirectoryChunkStore : IChunkStore
 
     public ValueTask DeleteAsync(ChunkTag tag, CancellationToken ct)
     {
-        File.Delete(PathOf(tag));
+        try { File.Delete(PathOf(tag)); }
+        catch (DirectoryNotFoundException) { } // never stored: deleting is a no-op, as for a missing file in an existing directory
         return ValueTask.CompletedTask;
     }
 

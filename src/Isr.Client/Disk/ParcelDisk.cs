@@ -20,7 +20,7 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     private readonly ChunkFetcher _fetcher;
     private DirtyJournal _journal;
     private readonly PlaintextLru _decoded = new(512);
-    private readonly ConcurrentDictionary<long, Task<ChunkRef[]>> _leaves = new();
+    private ConcurrentDictionary<long, Task<ChunkRef[]>> _leaves = new();
     private readonly ConcurrentDictionary<long, byte[]> _pending = new();
     private readonly ConcurrentDictionary<long, ChunkRef> _dirty;
     private readonly SemaphoreSlim[] _chunkLocks = Enumerable.Range(0, 256).Select(_ => new SemaphoreSlim(1, 1)).ToArray();
@@ -240,7 +240,7 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
             _journal.Dispose();
             _journal = journal;
             _base = newBase;
-            _leaves.Clear();
+            _leaves = new(); // a fresh map: a leaf load of the old base still in flight cannot land in it
             foreach (var (index, chunk) in committed)
                 if (_dirty.TryGetValue(index, out var now) && now == chunk) _dirty.TryRemove(index, out _);
         }

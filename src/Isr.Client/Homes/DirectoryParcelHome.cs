@@ -64,6 +64,14 @@ public sealed class DirectoryParcelHome : IParcelHome
         }
     }
 
+    public async ValueTask ChangePasswordAsync(string oldPassword, string newPassword, CancellationToken ct)
+    {
+        var secrets = await UnlockAsync(oldPassword, ct);
+        var kdf = KdfParameters.CreateDefault();
+        var keys = PasswordKdf.Derive(newPassword, kdf);
+        Durable.WriteFileAtomically(KeyFile, JsonSerializer.SerializeToUtf8Bytes(new KeyFileContent(1, kdf, secrets.Wrap(keys.KeyEncryptionKey)), Json));
+    }
+
     public ValueTask<IReadOnlyList<ParcelInfo>> ListParcelsAsync(CancellationToken ct)
     {
         var dir = Path.Combine(_root, "parcels");
@@ -110,7 +118,7 @@ public sealed class DirectoryParcelHome : IParcelHome
             throw new CommitConflictException($"a new version of '{name}' must follow the head, version {head.Number}");
         await RequireStoredAsync(version, ct);
         var numbered = version with { Number = head.Number + 1, Parent = head.Number, Side = false };
-        WriteVersion(name, numbered);
+        WriteVersion(name, numbered, replace: false);
         return numbered;
     }
 
@@ -135,8 +143,18 @@ public sealed class DirectoryParcelHome : IParcelHome
         return blob;
     }
 
-    private void WriteVersion(string name, VersionRecord version) =>
-        Durable.WriteFileAtomically(Path.Combine(ParcelDir(name), "versions", $"{version.Number:D8}.json"), version.ToJson());
+    /// <param name="replace">false: a concurrent committer that took this number first wins, and this commit is refused.</param>
+    private void WriteVersion(string name, VersionRecord version, bool replace = true)
+    {
+        try
+        {
+            Durable.WriteFileAtomically(Path.Combine(ParcelDir(name), "versions", $"{version.Number:D8}.json"), version.ToJson(), replace);
+        }
+        catch (IOException) when (!replace)
+        {
+            throw new CommitConflictException($"another commit made version {version.Number} of '{name}' first");
+        }
+    }
 
     /// <summary>Parcel names become directory names: letters, digits, '-', '_', '.', not starting with '.'.</summary>
     public static string ValidName(string name)

@@ -20,6 +20,9 @@ public interface IParcelHome
     /// <summary>Unwraps the user's secrets with the password. Throws <see cref="WrongPasswordException"/>.</summary>
     ValueTask<UserSecrets> UnlockAsync(string password, CancellationToken ct);
 
+    /// <summary>Re-wraps the user's secrets under a new password; the secrets, and so every key, stay the same.</summary>
+    ValueTask ChangePasswordAsync(string oldPassword, string newPassword, CancellationToken ct);
+
     ValueTask<IReadOnlyList<ParcelInfo>> ListParcelsAsync(CancellationToken ct);
 
     /// <summary>Throws <see cref="ParcelNotFoundException"/>.</summary>

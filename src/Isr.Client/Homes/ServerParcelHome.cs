@@ -27,6 +27,7 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
     public ServerParcelHome(LoginRecord login)
     {
         _login = login;
+        Login = login;
         _server = new ServerConnection(login.Server, login.Fingerprint, login.Token);
         Chunks = new ServerChunkStore(_server);
     }
@@ -49,6 +50,23 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
             throw new WrongPasswordException($"wrong password for user {_login.User} at {_login.Server}");
         }
     }
+
+    /// <summary>Re-wraps the secrets under the new password; the server gets the new verifier's secret and the new wrapped blob.
+    /// The caller must save <see cref="Login"/> afterwards (it holds the new wrapped secrets).</summary>
+    public async ValueTask ChangePasswordAsync(string oldPassword, string newPassword, CancellationToken ct)
+    {
+        var secrets = await UnlockAsync(oldPassword, ct);
+        var oldKeys = PasswordKdf.Derive(oldPassword, _login.Kdf);
+        var kdf = KdfParameters.CreateDefault();
+        var newKeys = PasswordKdf.Derive(newPassword, kdf);
+        var wrapped = secrets.Wrap(newKeys.KeyEncryptionKey);
+        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Put, "api/v1/account/password",
+            new { authSecret = oldKeys.AuthSecret, newAuthSecret = newKeys.AuthSecret, kdf, wrappedSecrets = wrapped }, ct));
+        Login = _login with { WrappedSecrets = wrapped, Kdf = kdf };
+    }
+
+    /// <summary>What this site keeps of the login (updated by a password change).</summary>
+    public LoginRecord Login { get; private set; }
 
     private sealed record ParcelEntry(ParcelInfo Parcel, long Head, LockInfo? Lock);
 
