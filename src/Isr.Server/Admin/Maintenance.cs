@@ -1,0 +1,151 @@
+using Isr.Format;
+using Isr.Storage;
+using Isr.Storage.Metadata;
+
+namespace Isr.Server.Admin;
+
+public sealed record PrunedParcel(string Owner, string Parcel, IReadOnlyList<long> Removed);
+
+public sealed record GcReport(int ReferencedBlobs, int StoredBlobs, int Deleted, long DeletedBytes, int SparedRecent);
+
+public sealed record FsckProblem(string Owner, string Parcel, long Version, string Tag, string Kind);
+
+public sealed record FsckReport(int Versions, int BlobsChecked, IReadOnlyList<FsckProblem> Problems)
+{
+    public bool Clean => Problems.Count == 0;
+}
+
+public sealed record StatsReport(MetadataStats Metadata, long StoredBlobs, long StoredBytes);
+
+/// <summary>Thrown by garbage collection when a referenced page cannot be read: its children are unknown, so nothing
+/// may be deleted until fsck's findings are dealt with.</summary>
+public sealed class GcRefusedException(string message) : Exception(message);
+
+/// <summary>Server-side maintenance without keys: retention, garbage collection, integrity check, statistics.</summary>
+public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, TimeProvider clock)
+{
+    /// <summary>Applies <see cref="PrunePolicy"/> with <paramref name="keep"/> to every parcel (or those named <paramref name="parcel"/>).</summary>
+    public async Task<IReadOnlyList<PrunedParcel>> PruneAsync(int keep, string? parcel, string? owner, CancellationToken ct)
+    {
+        var result = new List<PrunedParcel>();
+        foreach (var p in await metadata.ListAllParcelsAsync(ct))
+        {
+            if (parcel is not null && p.Name != parcel) continue;
+            if (owner is not null && p.Owner != owner) continue;
+            var removed = await metadata.PruneAsync(p.Key, keep, ct);
+            result.Add(new PrunedParcel(p.Owner, p.Name, removed.Select(v => v.Number).ToList()));
+        }
+        return result;
+    }
+
+    /// <summary>Deletes every stored blob that no version references, except blobs uploaded (or reported present to a
+    /// client) within <paramref name="grace"/>: an upload for a commit in progress is never collected.</summary>
+    public async Task<GcReport> CollectGarbageAsync(TimeSpan grace, CancellationToken ct)
+    {
+        var cutoff = clock.GetUtcNow() - grace;
+        var pages = new HashSet<ChunkTag>();
+        var referenced = new HashSet<ChunkTag>();
+        foreach (var v in await metadata.ListAllVersionsAsync(ct))
+        {
+            foreach (var root in v.Record.RootTags())
+            {
+                if (root.ToString() == v.Record.DescriptorTag) { referenced.Add(root); continue; }
+                try
+                {
+                    await ChunkListTree.CollectTagsAsync(root, async (tag, token) =>
+                    {
+                        var blob = await chunks.GetAsync(tag, token) ?? throw new GcRefusedException($"page {tag} is missing");
+                        return tag.Matches(blob) ? blob : throw new GcRefusedException($"page {tag} is corrupt");
+                    }, pages, referenced, ct);
+                }
+                catch (Exception e) when (e is GcRefusedException or MalformedDataException)
+                {
+                    throw new GcRefusedException($"{v.Owner}/{v.Parcel} version {v.Record.Number}: {e.Message}; nothing was deleted (run fsck)");
+                }
+            }
+        }
+        referenced.UnionWith(pages);
+
+        var candidates = new List<ChunkTag>();
+        int stored = 0;
+        await foreach (var tag in chunks.ListAsync(ct))
+        {
+            stored++;
+            if (!referenced.Contains(tag)) candidates.Add(tag);
+        }
+        int deleted = 0, spared = 0;
+        long bytes = 0;
+        await metadata.AdvanceCollectionEpochAsync(ct); // servers drop their "complete page" memory
+        foreach (var batch in candidates.Chunk(1000))
+        {
+            var seen = await metadata.LastSeenAsync(batch, ct);
+            foreach (var tag in batch)
+            {
+                if ((seen.TryGetValue(tag, out var last) && last >= cutoff) || !await metadata.ForgetBlobAsync(tag, cutoff, ct))
+                {
+                    spared++;
+                    continue;
+                }
+                bytes += chunks is DirectoryChunkStore dir && new FileInfo(dir.PathOf(tag)) is { Exists: true } f ? f.Length : 0;
+                await chunks.DeleteAsync(tag, ct);
+                deleted++;
+            }
+        }
+        await metadata.AdvanceCollectionEpochAsync(ct);
+        return new GcReport(referenced.Count, stored, deleted, bytes, spared);
+    }
+
+    /// <summary>Checks that every blob each version references is stored and matches its tag.</summary>
+    public async Task<FsckReport> CheckAsync(CancellationToken ct)
+    {
+        var good = new HashSet<ChunkTag>();          // blobs verified against their tag
+        var completePages = new HashSet<ChunkTag>(); // pages whose whole subtree is good
+        var problems = new List<FsckProblem>();
+        var versions = await metadata.ListAllVersionsAsync(ct);
+        foreach (var v in versions)
+        {
+            void Report(ChunkTag tag, string kind) => problems.Add(new FsckProblem(v.Owner, v.Parcel, v.Record.Number, tag.ToString(), kind));
+
+            async Task<byte[]?> VerifyAsync(ChunkTag tag, bool keep)
+            {
+                if (good.Contains(tag) && !keep) return [];
+                var blob = await chunks.GetAsync(tag, ct);
+                if (blob is null) { Report(tag, "missing"); return null; }
+                if (!tag.Matches(blob)) { Report(tag, "corrupt"); return null; }
+                good.Add(tag);
+                return blob;
+            }
+
+            async Task<bool> WalkAsync(ChunkTag page)
+            {
+                if (completePages.Contains(page)) return true;
+                var blob = await VerifyAsync(page, keep: true);
+                if (blob is null) return false;
+                ChunkListPage parsed;
+                try { parsed = ChunkListPage.Parse(blob); }
+                catch (MalformedDataException) { Report(page, "malformed"); return false; }
+                bool ok = true;
+                foreach (var child in parsed.Tags)
+                {
+                    if (parsed.IsLeaf) { if (!child.IsZeroChunk && await VerifyAsync(child, keep: false) is null) ok = false; }
+                    else if (!await WalkAsync(child)) ok = false;
+                }
+                if (ok) completePages.Add(page);
+                return ok;
+            }
+
+            ChunkTag descriptor = ChunkTag.Parse(v.Record.DescriptorTag);
+            await VerifyAsync(descriptor, keep: false);
+            foreach (var root in v.Record.RootTags().Where(t => t != descriptor)) await WalkAsync(root);
+        }
+        return new FsckReport(versions.Count, good.Count, problems);
+    }
+
+    public async Task<StatsReport> StatsAsync(CancellationToken ct)
+    {
+        long count = 0;
+        await foreach (var _ in chunks.ListAsync(ct)) count++;
+        long bytes = chunks is DirectoryChunkStore dir ? dir.StoredBytes() : 0;
+        return new StatsReport(await metadata.GetStatsAsync(ct), count, bytes);
+    }
+}

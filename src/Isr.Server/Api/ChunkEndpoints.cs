@@ -1,0 +1,132 @@
+using System.Buffers;
+using Isr.Format;
+using Isr.Server.Blobs;
+using Isr.Storage;
+using Isr.Storage.Metadata;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Options;
+
+namespace Isr.Server.Api;
+
+/// <summary>PROTOCOL.md "Chunks": batch missing / upload / download (binary framing), single GET.</summary>
+internal static class ChunkEndpoints
+{
+    private const string Binary = "application/octet-stream";
+    /// <summary>Verified frames are stored in groups (one metadata transaction per group), bounded in bytes and count.</summary>
+    private const int GroupBytes = 8 << 20, GroupFrames = 256;
+
+    public static void Map(RouteGroupBuilder api)
+    {
+        api.MapPost("/chunks/missing", async (HttpContext http, BlobAccess blobs, IOptions<IsrServerOptions> options, CancellationToken ct) =>
+        {
+            var tags = await Framing.ReadTagsAsync(http.Request.Body, options.Value.MaxTagsPerRequest, ct);
+            var missing = await blobs.MissingAsync(http.Session().UserId, tags, ct);
+            return Results.Bytes(Framing.EncodeTags(missing), Binary);
+        });
+
+        api.MapPost("/chunks/upload", UploadAsync);
+
+        api.MapPost("/chunks/download", async (HttpContext http, IMetadataStore metadata, IChunkStore chunks, IOptions<IsrServerOptions> options, CancellationToken ct) =>
+        {
+            var tags = await Framing.ReadTagsAsync(http.Request.Body, options.Value.MaxTagsPerRequest, ct);
+            var held = await metadata.HeldBlobsAsync(http.Session().UserId, tags, touch: null, ct);
+            http.Response.ContentType = Binary;
+            var body = http.Response.Body;
+            var header = new byte[Framing.HeaderSize];
+            long unflushed = 0;
+            foreach (var tag in tags)
+            {
+                var blob = held.Contains(tag) ? await chunks.GetAsync(tag, ct) : null;
+                Framing.WriteHeader(header, tag, blob is null ? Framing.Absent : (uint)blob.Length);
+                await body.WriteAsync(header, ct);
+                if (blob is not null) await body.WriteAsync(blob, ct);
+                unflushed += Framing.HeaderSize + (blob?.Length ?? 0);
+                if (unflushed > 4 << 20) { await body.FlushAsync(ct); unflushed = 0; }
+            }
+            return Results.Empty;
+        });
+
+        api.MapGet("/chunks/{tag}", async (HttpContext http, string tag, IMetadataStore metadata, IChunkStore chunks, CancellationToken ct) =>
+        {
+            var parsed = Framing.ParseTag(tag, "the URL's tag");
+            var held = await metadata.HeldBlobsAsync(http.Session().UserId, [parsed], touch: null, ct);
+            var blob = held.Count > 0 ? await chunks.GetAsync(parsed, ct) : null;
+            return blob is null ? throw ApiException.NotFound($"no blob {tag}") : Results.Bytes(blob, Binary);
+        });
+    }
+
+    /// <summary>Streams frames: each blob is read into a pooled buffer of its own length (never the whole body), verified
+    /// against its tag, recorded as held by the user, then stored. A bad frame stores nothing of itself; earlier good
+    /// frames are kept.</summary>
+    private static async Task<IResult> UploadAsync(HttpContext http, IMetadataStore metadata, IChunkStore chunks, TimeProvider clock,
+        IOptions<IsrServerOptions> options, CancellationToken ct)
+    {
+        long max = options.Value.MaxUploadBytes;
+        if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+            limit.MaxRequestBodySize = max + (max / 64) + (1 << 20); // blobs plus frame headers
+        var userId = http.Session().UserId;
+        var body = http.Request.Body;
+        var header = new byte[Framing.HeaderSize];
+        var group = new List<(ChunkTag Tag, byte[] Buffer, int Length)>();
+        long groupBytes = 0, total = 0;
+        int stored = 0, existing = 0;
+
+        async Task FlushAsync()
+        {
+            if (group.Count == 0) return;
+            try
+            {
+                await metadata.RecordBlobsAsync(userId, group.Select(g => g.Tag).ToList(), clock.GetUtcNow(), ct);
+                var absent = (await chunks.MissingAsync(group.Select(g => g.Tag).ToList(), ct)).ToHashSet();
+                foreach (var (tag, buffer, length) in group)
+                {
+                    if (absent.Remove(tag)) { await chunks.PutAsync(tag, buffer.AsMemory(0, length), ct); stored++; }
+                    else existing++;
+                }
+            }
+            finally
+            {
+                foreach (var g in group) ArrayPool<byte>.Shared.Return(g.Buffer);
+                group.Clear();
+                groupBytes = 0;
+            }
+        }
+
+        try
+        {
+            while (await Framing.ReadHeaderAsync(body, header, ct) is var (tag, length))
+            {
+                total += length;
+                if (length == Framing.Absent || total > max)
+                    throw new ApiException(413, "too_large", $"at most {max} blob bytes per upload request");
+                if (tag.IsZeroChunk) throw ApiException.BadRequest("the all-zero tag names the zero chunk, which is never stored");
+                var buffer = ArrayPool<byte>.Shared.Rent((int)length);
+                try
+                {
+                    int got = await body.ReadAtLeastAsync(buffer.AsMemory(0, (int)length), (int)length, throwOnEndOfStream: false, ct);
+                    if (got < length) throw ApiException.BadRequest($"frame of {tag} is truncated");
+                    if (!tag.Matches(buffer.AsSpan(0, (int)length))) throw ApiException.BadRequest($"blob does not match its tag {tag}");
+                }
+                catch
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    throw;
+                }
+                group.Add((tag, buffer, (int)length));
+                groupBytes += length;
+                if (groupBytes >= GroupBytes || group.Count >= GroupFrames) await FlushAsync();
+            }
+            await FlushAsync();
+        }
+        catch (ApiException)
+        {
+            await FlushAsync(); // the good frames before the bad one stay (uploads are idempotent)
+            throw;
+        }
+        finally
+        {
+            foreach (var g in group) ArrayPool<byte>.Shared.Return(g.Buffer);
+        }
+        return Results.Json(new UploadResponse(stored, existing), ApiJson.Options);
+    }
+}

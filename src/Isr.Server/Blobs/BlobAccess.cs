@@ -1,0 +1,79 @@
+using System.Collections.Concurrent;
+using Isr.Format;
+using Isr.Server.Api;
+using Isr.Storage;
+using Isr.Storage.Metadata;
+
+namespace Isr.Server.Blobs;
+
+/// <summary>
+/// Blobs as one user sees them: a blob "is there" for a user only if it is stored and the user holds it (uploaded it,
+/// bytes verified against the tag). Knowing a tag is thus never enough to learn whether another user stores that blob,
+/// nor to download it or to reference it in a version.
+/// </summary>
+public sealed class BlobAccess(IMetadataStore metadata, IChunkStore chunks, TimeProvider clock)
+{
+    public IChunkStore Chunks => chunks;
+
+    /// <summary>Those of <paramref name="tags"/> the user cannot count on (not held or not stored), in input order.
+    /// Held ones get their last-seen time refreshed (garbage collection's grace period starts again).</summary>
+    public async Task<List<ChunkTag>> MissingAsync(long userId, IReadOnlyCollection<ChunkTag> tags, CancellationToken ct)
+    {
+        var wanted = tags.Where(t => !t.IsZeroChunk).ToList();
+        if (wanted.Count == 0) return [];
+        var held = await metadata.HeldBlobsAsync(userId, wanted, clock.GetUtcNow(), ct);
+        var notStored = held.Count == 0 ? [] : (await chunks.MissingAsync(held.ToList(), ct)).ToHashSet();
+        var seen = new HashSet<ChunkTag>();
+        return wanted.Where(t => (!held.Contains(t) || notStored.Contains(t)) && seen.Add(t)).ToList();
+    }
+}
+
+/// <summary>
+/// Commit rule 2: every blob reachable from a version's roots is there for the user (checked without keys).
+/// Pages whose whole subtree was found complete are remembered per user, so a commit that changes k leaves of a 300k-chunk
+/// disk walks only the new pages. The memory is dropped whenever garbage collection has run since (collection epoch).
+/// </summary>
+public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
+{
+    private const int MaxRemembered = 4_000_000;
+    private readonly ConcurrentDictionary<(long User, ChunkTag Page), byte> _complete = new();
+    private long _epoch = -1;
+
+    public int RememberedPages => _complete.Count;
+
+    /// <summary>Missing blobs (pages, chunks, the descriptor), empty if the version is complete.
+    /// Throws <see cref="ApiException"/> 400 if a page is not a keyring page.</summary>
+    public async Task<List<ChunkTag>> FindMissingAsync(long userId, VersionRecord version, CancellationToken ct)
+    {
+        var epoch = await metadata.GetCollectionEpochAsync(ct);
+        if (Interlocked.Exchange(ref _epoch, epoch) != epoch || _complete.Count > MaxRemembered) _complete.Clear();
+
+        var missing = new List<ChunkTag>();
+        var descriptor = ChunkTag.Parse(version.DescriptorTag);
+        missing.AddRange(await blobs.MissingAsync(userId, [descriptor], ct));
+        foreach (var root in version.RootTags().Where(t => t != descriptor).Distinct())
+            await CheckPageAsync(userId, root, missing, new HashSet<ChunkTag>(), ct);
+        return missing.Distinct().ToList();
+    }
+
+    private async Task CheckPageAsync(long userId, ChunkTag page, List<ChunkTag> missing, HashSet<ChunkTag> visited, CancellationToken ct)
+    {
+        if (!visited.Add(page) || _complete.ContainsKey((userId, page))) return;
+        if ((await blobs.MissingAsync(userId, [page], ct)).Count > 0) { missing.Add(page); return; }
+        var bytes = await blobs.Chunks.GetAsync(page, ct);
+        if (bytes is null || !page.Matches(bytes)) { missing.Add(page); return; } // vanished or damaged: the client uploads it again
+        ChunkListPage parsed;
+        try { parsed = ChunkListPage.Parse(bytes); }
+        catch (MalformedDataException e) { throw ApiException.BadRequest($"blob {page} is not a keyring page: {e.Message}"); }
+
+        int before = missing.Count;
+        if (parsed.IsLeaf) missing.AddRange(await blobs.MissingAsync(userId, parsed.Tags, ct));
+        else
+            foreach (var child in parsed.Tags)
+            {
+                if (child.IsZeroChunk) throw ApiException.BadRequest($"keyring page {page} has an empty child");
+                await CheckPageAsync(userId, child, missing, visited, ct);
+            }
+        if (missing.Count == before) _complete.TryAdd((userId, page), 0);
+    }
+}

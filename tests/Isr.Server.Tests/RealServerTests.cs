@@ -1,0 +1,163 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Isr.Format;
+
+namespace Isr.Server.Tests;
+
+/// <summary>The built <c>isr-server</c> as a process: init, user add, run on a free port; a client pinning the printed
+/// fingerprint logs in over HTTP/2.</summary>
+public sealed class RealServerTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+    private Process? _server;
+
+    private static string ServerDll()
+    {
+        var beside = Path.Combine(AppContext.BaseDirectory, "isr-server.dll");
+        if (File.Exists(Path.Combine(AppContext.BaseDirectory, "isr-server.runtimeconfig.json"))) return beside;
+        // fall back to the project's own output (same configuration as this test assembly)
+        var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Parent!.Name;
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, "src", "Isr.Server", "bin", configuration, "net10.0", "isr-server.dll");
+            if (File.Exists(candidate)) return candidate;
+        }
+        throw new FileNotFoundException("isr-server.dll was not built");
+    }
+
+    private static async Task<(int Code, string Out, string Err)> RunToEndAsync(params string[] args)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add(ServerDll());
+        foreach (var a in args) info.ArgumentList.Add(a);
+        using var process = Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        try { await process.WaitForExitAsync(cts.Token); }
+        catch (OperationCanceledException) { process.Kill(entireProcessTree: true); throw; }
+        return (process.ExitCode, await stdout, await stderr);
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    [Fact]
+    public async Task Init_user_add_run_and_login_over_pinned_http2()
+    {
+        var data = Path.Combine(_dir.Path, "data");
+        var init = await RunToEndAsync("init", "--data", data);
+        Assert.True(init.Code == 0, init.Err);
+        var fingerprint = init.Out.Split('\n').Single(l => l.StartsWith("fingerprint: "))["fingerprint: ".Length..].Trim();
+        Assert.Matches("^[0-9a-f]{64}$", fingerprint);
+        Assert.Equal(2, (await RunToEndAsync("init", "--data", data)).Code); // never over an existing one
+
+        var passwordFile = Path.Combine(_dir.Path, "pw");
+        await File.WriteAllTextAsync(passwordFile, "s3cret pass\n");
+        var add = await RunToEndAsync("user", "add", "carol", "--password-file", passwordFile, "--data", data);
+        Assert.True(add.Code == 0, add.Err);
+        var recoveryLine = add.Out.Split('\n').Single(l => l.StartsWith("recovery key: "));
+        var recoveryKey = Convert.FromHexString(recoveryLine["recovery key: ".Length..].Trim().Replace("-", ""));
+        Assert.Equal(32, recoveryKey.Length);
+        Assert.Contains("keep", add.Out, StringComparison.OrdinalIgnoreCase);
+        var list = await RunToEndAsync("user", "list", "--json", "--data", data);
+        Assert.Equal("carol", JsonDocument.Parse(list.Out).RootElement[0].GetProperty("name").GetString());
+
+        int port = FreePort();
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { ServerDll(), "run", "--data", data, "--urls", $"https://127.0.0.1:{port}" }) info.ArgumentList.Add(a);
+        _server = Process.Start(info)!;
+        _server.ErrorDataReceived += (_, _) => { };
+        _server.BeginErrorReadLine();
+        string? runFingerprint = null;
+        using (var startup = new CancellationTokenSource(TimeSpan.FromMinutes(2)))
+        {
+            while (true)
+            {
+                var line = await _server.StandardOutput.ReadLineAsync(startup.Token) ?? throw new Exception("isr-server exited before listening");
+                if (line.StartsWith("fingerprint: ")) runFingerprint = line["fingerprint: ".Length..].Trim();
+                if (line.StartsWith("listening on ")) break;
+            }
+        }
+        Assert.Equal(fingerprint, runFingerprint);
+
+        using var handler = new HttpClientHandler
+        {
+            ServerCertificateCustomValidationCallback = (_, cert, _, _) =>
+                cert is not null && Convert.ToHexStringLower(SHA256.HashData(cert.RawData)) == fingerprint,
+        };
+        using var http = new HttpClient(handler)
+        {
+            BaseAddress = new Uri($"https://127.0.0.1:{port}"),
+            DefaultRequestVersion = HttpVersion.Version20,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+        using var prelogin = await http.PostAsJsonAsync("/api/v1/prelogin", new { user = "carol" });
+        Assert.Equal(HttpVersion.Version20, prelogin.Version);
+        var kdfJson = (await prelogin.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("kdf");
+        var kdf = new KdfParameters(kdfJson.GetProperty("salt").GetBytesFromBase64(), kdfJson.GetProperty("memoryKiB").GetInt32(),
+            kdfJson.GetProperty("iterations").GetInt32(), kdfJson.GetProperty("parallelism").GetInt32());
+        var keys = PasswordKdf.Derive("s3cret pass", kdf);
+        using var login = await http.PostAsJsonAsync("/api/v1/login", new { user = "carol", authSecret = keys.AuthSecret, siteId = "s1", siteName = "test" });
+        Assert.Equal(HttpStatusCode.OK, login.StatusCode);
+        var body = await login.Content.ReadFromJsonAsync<JsonElement>();
+        var secrets = UserSecrets.Unwrap(keys.KeyEncryptionKey, body.GetProperty("wrappedSecrets").GetBytesFromBase64());
+        http.DefaultRequestHeaders.Authorization = new("Bearer", body.GetProperty("token").GetString());
+        using var parcels = await http.GetAsync("/api/v1/parcels");
+        Assert.Equal(HttpStatusCode.OK, parcels.StatusCode);
+        using var recovery = await http.GetAsync("/api/v1/account/recovery");
+        var recoveryBlob = (await recovery.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("wrappedSecrets").GetBytesFromBase64();
+        var recovered = UserSecrets.Unwrap(recoveryKey, recoveryBlob);
+        Assert.Equal(secrets.DomainSecret, recovered.DomainSecret);
+
+        // a 40 MiB upload (over Kestrel's default 30 MB body limit) streams through; then it downloads whole
+        var rng = new Random(5);
+        var big = Enumerable.Range(0, 4).Select(_ => { var b = new byte[10 << 20]; rng.NextBytes(b); return (ChunkTag.Of(b), b); }).ToList();
+        using (var upload = await http.PostAsync("/api/v1/chunks/upload", ApiClient.Binary(ApiClient.Frames(big))))
+        {
+            Assert.Equal(HttpStatusCode.OK, upload.StatusCode);
+            Assert.Equal(4, (await upload.BodyAsync()).GetProperty("stored").GetInt32());
+        }
+        using (var download = await http.PostAsync("/api/v1/chunks/download", ApiClient.Binary(ApiClient.Tags(big.Select(b => b.Item1)))))
+            Assert.Equal(4 * (36 + (10 << 20)), (await download.Content.ReadAsByteArrayAsync()).Length);
+        var tooBig = Enumerable.Range(0, 7).Select(_ => { var b = new byte[10 << 20]; rng.NextBytes(b); return (ChunkTag.Of(b), b); }).ToList();
+        using (var rejected = await http.PostAsync("/api/v1/chunks/upload", ApiClient.Binary(ApiClient.Frames(tooBig))))
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, rejected.StatusCode);
+
+        // a client pinning another fingerprint refuses the server
+        using var wrongHandler = new HttpClientHandler { ServerCertificateCustomValidationCallback = (_, _, _, _) => false };
+        using var wrong = new HttpClient(wrongHandler) { BaseAddress = http.BaseAddress };
+        await Assert.ThrowsAsync<HttpRequestException>(() => wrong.GetAsync("/api/v1/parcels"));
+
+        var stats = await RunToEndAsync("stats", "--json", "--data", data);
+        Assert.True(stats.Code == 0, stats.Err);
+        var fsck = await RunToEndAsync("fsck", "--data", data);
+        Assert.Equal(0, fsck.Code);
+    }
+
+    public void Dispose()
+    {
+        if (_server is { } process)
+        {
+            try
+            {
+                if (!process.HasExited)
+                {
+                    process.Kill(entireProcessTree: true);
+                    process.WaitForExit(TimeSpan.FromSeconds(30));
+                }
+            }
+            catch (InvalidOperationException) { }
+            process.Dispose();
+        }
+        _dir.Dispose();
+    }
+}
