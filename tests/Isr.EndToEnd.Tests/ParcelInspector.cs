@@ -9,9 +9,11 @@ namespace Isr.EndToEnd.Tests;
 /// <summary>Test-side access to a stored parcel: decrypts a version's whole disk into a raw file to inspect it offline.</summary>
 public static class ParcelInspector
 {
-    public static async Task<string> ExportDiskAsync(string store, string parcelName, string password, string workDirectory)
+    public static Task<string> ExportDiskAsync(string store, string parcelName, string password, string workDirectory) =>
+        ExportDiskAsync(new DirectoryParcelHome(store), parcelName, password, workDirectory);
+
+    public static async Task<string> ExportDiskAsync(IParcelHome home, string parcelName, string password, string workDirectory)
     {
-        var home = new DirectoryParcelHome(store);
         var parcel = await OpenedParcel.OpenAsync(home, await home.UnlockAsync(password, default), parcelName, default);
         var fetcher = new ChunkFetcher(new DirectoryChunkStore(Path.Combine(workDirectory, "cache"), durable: false), home.Chunks);
         using var disk = new ParcelDisk(parcel.Head, parcel.Keys, parcel.Codec, fetcher,
@@ -38,9 +40,10 @@ public static class ParcelInspector
     }
 
     /// <summary>Files under <paramref name="root"/> that contain <paramref name="needle"/>.</summary>
-    public static IReadOnlyList<string> FilesContaining(string root, string needle)
+    public static IReadOnlyList<string> FilesContaining(string root, string needle) => FilesContaining(root, System.Text.Encoding.ASCII.GetBytes(needle));
+
+    public static IReadOnlyList<string> FilesContaining(string root, byte[] pattern)
     {
-        var pattern = System.Text.Encoding.ASCII.GetBytes(needle);
         return Directory.EnumerateFiles(root, "*", SearchOption.AllDirectories)
             .Where(f => { try { return File.ReadAllBytes(f).AsSpan().IndexOf(pattern) >= 0; } catch (IOException) { return false; } })
             .ToList();

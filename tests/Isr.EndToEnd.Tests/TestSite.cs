@@ -13,6 +13,9 @@ public sealed class TestSite : IAsyncDisposable
 {
     public const string Password = "correct horse battery staple";
     public string Root { get; } = Directory.CreateTempSubdirectory("isr-e2e-").FullName;
+    public string Name { get; }
+
+    public TestSite(string name = "site-a") => Name = name;
     public string Home => Path.Combine(Root, "site");
     public string Store => Path.Combine(Root, "store");
     private readonly HashSet<int> _qemuPids = new();
@@ -21,7 +24,7 @@ public sealed class TestSite : IAsyncDisposable
 
     public async Task<(int Code, string Stdout, string Stderr)> IsrWithPasswordAsync(string password, params string[] args)
     {
-        var env = new Dictionary<string, string> { ["ISR_HOME"] = Home, ["ISR_PASSWORD"] = password, ["DISPLAY"] = "" };
+        var env = new Dictionary<string, string> { ["ISR_HOME"] = Home, ["ISR_PASSWORD"] = password, ["DISPLAY"] = "", ["ISR_SITE_NAME"] = Name };
         return await TestEnvironment.RunAsync("dotnet", [TestEnvironment.IsrDll, .. args], env, TimeSpan.FromMinutes(3));
     }
 

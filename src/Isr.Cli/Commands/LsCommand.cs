@@ -14,18 +14,20 @@ public static class LsCommand
         {
             var home = Cli.Home(parse, Cli.Site(), null);
             var parcels = new List<object>();
-            var table = new Table().AddColumns("parcel", "version", "parent", "created (UTC)", "disk", "memory image");
+            var table = new Table().AddColumns("parcel", "version", "parent", "created (UTC)", "disk", "memory image", "");
             foreach (var parcel in await home.ListParcelsAsync(ct))
             {
                 var versions = await home.ListVersionsAsync(parcel.Name, ct);
                 parcels.Add(new
                 {
-                    parcel.Name, parcel.Id, parcel.ChunkSize, parcel.DiskSize, Head = versions[^1].Number,
-                    Versions = versions.Select(v => new { v.Number, v.Parent, v.Created, v.MemoryBytes, v.HasMemoryImage }),
+                    parcel.Name, parcel.Id, parcel.ChunkSize, parcel.DiskSize, Head = versions.Last(v => !v.Side).Number,
+                    Versions = versions.Select(v => new { v.Number, v.Parent, v.Side, v.Created, v.MemoryBytes, v.HasMemoryImage }),
                 });
-                foreach (var v in parse.GetValue(longFormat) ? versions : [versions[^1]])
+                var head = versions.Last(v => !v.Side);
+                foreach (var v in parse.GetValue(longFormat) ? versions : [head])
                     table.AddRow(parcel.Name, v.Number.ToString(), v.Parent?.ToString() ?? "-", v.Created.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss"),
-                        Cli.Bytes(v.DiskSize), v.HasMemoryImage ? Cli.Bytes(v.MemoryBytes) : "none (boots from disk)");
+                        Cli.Bytes(v.DiskSize), v.HasMemoryImage ? Cli.Bytes(v.MemoryBytes) : "none (boots from disk)",
+                        v.Side ? "side version" : v == head ? "head" : "");
             }
             Cli.Print(parse, parcels, () => AnsiConsole.Write(table));
             return 0;

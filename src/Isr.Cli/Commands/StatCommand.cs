@@ -60,7 +60,7 @@ public static class StatCommand
                 Row("local changes", running is null ? (stat.DirtyJournalBytes > 13 ? "yes (not in any version)" : "none") : $"{running.DirtyChunks} chunks, {Cli.Bytes(running.DirtyBytes)}");
                 Row("last resume", local?.LastResumeSeconds is double r ? $"{r:F2} s" : "-");
                 if (running != null)
-                    Row("session", $"{running.State}; {running.Misses} misses, guest waited {running.GuestWaitSeconds:F2} s; fetched {Cli.Bytes(running.HomeBytes)} from the store, {Cli.Bytes(running.CacheBytes)} from cache");
+                    Row("session", $"{running.State}; {running.Misses} misses, guest waited {running.GuestWaitSeconds:F2} s; fetched {Cli.Bytes(running.HomeBytes)} from home, {Cli.Bytes(running.CacheBytes)} from cache");
                 AnsiConsole.Write(grid);
             });
             return 0;

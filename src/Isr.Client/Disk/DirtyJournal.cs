@@ -52,8 +52,6 @@ public sealed class DirtyJournal : IDisposable
             if (file.Read(header) != HeaderSize || !header.AsSpan(0, 4).SequenceEqual("ISRJ"u8) || header[4] != 1)
                 throw new MalformedDataException($"{path} is not a dirty journal");
             long recordedBase = BinaryPrimitives.ReadInt64LittleEndian(header.AsSpan(5));
-            if (recordedBase != baseVersion)
-                throw new MalformedDataException($"local changes are based on version {recordedBase}, not {baseVersion}");
             var replayed = new Dictionary<long, ChunkRef>();
             long good = HeaderSize;
             var lengthBytes = new byte[4];
@@ -70,6 +68,14 @@ public sealed class DirtyJournal : IDisposable
                 replayed[index] = new ChunkRef(new ChunkTag(new Hash32(payload.AsSpan(8, 32))), new ChunkKey(new Hash32(payload.AsSpan(40, 32))),
                     BinaryPrimitives.ReadInt32LittleEndian(payload.AsSpan(72)));
                 good = file.Position;
+            }
+            if (recordedBase != baseVersion)
+            {
+                if (replayed.Count > 0)
+                    throw new MalformedDataException($"this site has changes based on version {recordedBase}, not on version {baseVersion}: check them in or discard them first");
+                file.Dispose();
+                WriteEmpty(path, baseVersion); // no changes: simply follow the newer version
+                return Open(path, baseVersion, keys);
             }
             file.SetLength(good);
             file.Position = good;

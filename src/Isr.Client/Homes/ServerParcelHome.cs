@@ -131,7 +131,7 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
             LockInfo? holder = null;
             if (e.Body is { } body && body.TryGetProperty("lock", out var l)) holder = l.Deserialize<LockInfo>(ServerConnection.Json);
             throw new ParcelLockedException(holder is null ? e.Message :
-                $"{e.Message}: held by site '{holder.SiteName}' ({holder.SiteId}) since {holder.Acquired:u}, last contact {holder.LastContact:u}. " +
+                $"the parcel is locked by site '{holder.SiteName}' ({holder.SiteId}) since {holder.Acquired:u}, last contact {holder.LastContact:u}. " +
                 "If that site is lost, the owner can run 'isr lock PARCEL --break'; its later check-in will be kept as a side version.", holder);
         }
     }
