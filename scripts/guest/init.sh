@@ -70,7 +70,11 @@ counter=0
 
 # Canary: a known plaintext that must never appear in encrypted stores.
 yes "$CANARY" | head -c 262144 >/data/canary
+# 16 MiB of random data, read back one fresh 1 MiB slice every 5 s with the page cache dropped: after a resume at
+# another site these reads miss the site's cache, so tests can cut the network and watch the VM wait, not fail.
+[ -s /data/payload ] || dd if=/dev/urandom of=/data/payload bs=1M count=16 2>/dev/null
 sync
+slice=0
 
 echo "ISR-BOOT boot=$boot seed=$seed"
 while :; do
@@ -78,5 +82,14 @@ while :; do
     echo "counter=$counter seed=$seed boot=$boot" >>/data/ticks
     sync
     echo "ISR-TICK counter=$counter seed=$seed boot=$boot"
+    if [ $((counter % 5)) -eq 0 ]; then
+        echo 3 >/proc/sys/vm/drop_caches
+        if dd if=/data/payload of=/dev/null bs=1M skip=$slice count=1 2>/dev/null; then
+            echo "ISR-READ slice=$slice ok"
+        else
+            echo "ISR-IOERROR slice=$slice"
+        fi
+        slice=$(((slice + 1) % 16))
+    fi
     sleep 1
 done

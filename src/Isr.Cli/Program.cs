@@ -17,6 +17,7 @@ root.Subcommands.Add(LsCommand.Build());
 root.Subcommands.Add(StatCommand.Build());
 root.Subcommands.Add(DiscardCommand.Build());
 root.Subcommands.Add(CheckinCommand.Build());
+root.Subcommands.Add(HoardCommand.Build());
 root.Subcommands.Add(SyncCommand.Build());
 root.Subcommands.Add(LoginCommand.Build());
 root.Subcommands.Add(LogoutCommand.Build());

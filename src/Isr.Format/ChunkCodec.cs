@@ -78,7 +78,7 @@ public sealed class ChunkCodec
     {
         if (!chunk.Tag.Matches(blob)) throw new ChunkIntegrityException($"chunk {chunk.Tag} does not match its tag");
         int length = PlaintextLength(blob);
-        if (length != chunk.Length || length > destination.Length || length > MaxPlaintext)
+        if (length < 0 || length != chunk.Length || length > destination.Length || length > MaxPlaintext)
             throw new ChunkIntegrityException($"chunk {chunk.Tag} has length {length}, expected {chunk.Length}");
         var body = blob[HeaderSize..^GcmTagSize];
         Span<byte> keyBytes = stackalloc byte[32];

@@ -104,7 +104,7 @@ public sealed class ChunkListPage
         {
             var slot = keySection.AsSpan(i * KeyEntrySize, KeyEntrySize);
             int length = (int)BinaryPrimitives.ReadUInt32LittleEndian(slot[32..]);
-            if (length > ChunkCodec.MaxPlaintext) throw new MalformedDataException("keyring entry has a bad length");
+            if (length < 0 || length > ChunkCodec.MaxPlaintext) throw new MalformedDataException("keyring entry has a bad length");
             entries[i] = new ChunkRef(parsed.Tags[i], new ChunkKey(new Hash32(slot[..32])), length);
         }
         return entries;

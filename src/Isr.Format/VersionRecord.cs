@@ -37,17 +37,31 @@ public sealed record VersionRecord
     public long MemoryChunks { get; init; }
     public long MemoryBytes { get; init; }
     public required string DescriptorTag { get; init; }
+    /// <summary>Optional: a sealed blob listing the disk chunks the guest touched first after the resume this version was
+    /// made from, in order (working-set prefetch at the next resume). Null or empty: none.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? WorkingSetTag { get; init; }
     public string Mac { get; init; } = "";
 
     [JsonIgnore] public long DiskChunks => (DiskSize + ChunkSize - 1) / ChunkSize;
     [JsonIgnore] public bool HasMemoryImage => MemoryRoot.Length > 0;
     [JsonIgnore] public ChunkTag DiskRootTag => ChunkTag.Parse(DiskRoot);
     [JsonIgnore] public ChunkTag MemoryRootTag => HasMemoryImage ? ChunkTag.Parse(MemoryRoot) : ChunkTag.ZeroChunk;
+    [JsonIgnore] public bool HasWorkingSet => !string.IsNullOrEmpty(WorkingSetTag);
 
-    /// <summary>Tags of the roots this version names directly (the descriptor blob and the two trees).</summary>
-    public IEnumerable<ChunkTag> RootTags()
+    /// <summary>Tags of the roots this version names directly: the sealed blobs (<see cref="SealedTags"/>) and the two trees (<see cref="TreeRootTags"/>).</summary>
+    public IEnumerable<ChunkTag> RootTags() => SealedTags().Concat(TreeRootTags());
+
+    /// <summary>Blobs this version names directly that are sealed metadata, not keyring pages: the descriptor and the working set.</summary>
+    public IEnumerable<ChunkTag> SealedTags()
     {
         yield return ChunkTag.Parse(DescriptorTag);
+        if (HasWorkingSet) yield return ChunkTag.Parse(WorkingSetTag!);
+    }
+
+    /// <summary>Roots of the page trees (disk keyring, memory chunk list) that this version names.</summary>
+    public IEnumerable<ChunkTag> TreeRootTags()
+    {
         if (DiskRootTag is { IsZeroChunk: false } disk) yield return disk;
         if (HasMemoryImage) yield return MemoryRootTag;
     }
@@ -75,6 +89,7 @@ public sealed record VersionRecord
         void Long(long v) { Span<byte> x = stackalloc byte[8]; BinaryPrimitives.WriteInt64LittleEndian(x, v); b.AddRange(x.ToArray()); }
         Long(Format); Str(ParcelId); Str(CommitId); Str(ParentMac); Long(Created.ToUnixTimeMilliseconds());
         Long(ChunkSize); Long(DiskSize); Str(DiskRoot); Str(MemoryRoot); Long(MemoryChunks); Long(MemoryBytes); Str(DescriptorTag);
+        if (HasWorkingSet) Str(WorkingSetTag!); // optional, last: records without one keep their MAC
         return HMACSHA256.HashData(keys.VersionMacKey, b.ToArray());
     }
 

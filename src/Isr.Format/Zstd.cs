@@ -21,8 +21,16 @@ internal static class Zstd
     public static int Decompress(ReadOnlySpan<byte> source, Span<byte> destination)
     {
         t_decompressor ??= new Decompressor();
-        if (!t_decompressor.TryUnwrap(source, destination, out int written))
-            throw new ChunkIntegrityException("compressed chunk does not fit its declared length");
+        int written;
+        try
+        {
+            if (!t_decompressor.TryUnwrap(source, destination, out written))
+                throw new ChunkIntegrityException("compressed chunk does not fit its declared length");
+        }
+        catch (ZstdException e)
+        {
+            throw new ChunkIntegrityException($"compressed chunk is corrupt: {e.Message}");
+        }
         return written;
     }
 }

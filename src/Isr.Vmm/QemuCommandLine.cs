@@ -142,6 +142,12 @@ public static class QemuCommandLine
 
     private static void AddDisplay(List<string> args, QemuSiteOptions site)
     {
+        if (site.Title is { } title)
+        {
+            // Shown in the window title and as the VNC desktop name; QEMU does not pass it to the guest.
+            args.Add("-name");
+            args.Add("guest=" + QemuArgs.Escape(title));
+        }
         switch (site.Display)
         {
             case QemuDisplayMode.Headless:
@@ -152,14 +158,17 @@ public static class QemuCommandLine
                 args.Add("-display");
                 args.Add("none");
                 args.Add("-vnc");
-                // Loopback or a unix socket only: VNC has no real authentication here.
-                args.Add(site.VncSocketPath is { } vncPath
-                    ? "unix:" + QemuArgs.Escape(vncPath)
-                    : Invariant($"127.0.0.1:{site.VncDisplayNumber}"));
+                // Loopback or a unix socket only: VNC has no real authentication here. Without a fixed display
+                // number, "to=99" makes QEMU take the first free port from 5900 on (no race with other servers).
+                args.Add(site.VncSocketPath is { } vncPath ? "unix:" + QemuArgs.Escape(vncPath)
+                    : site.VncDisplayNumber is int number ? Invariant($"127.0.0.1:{number}")
+                    : "127.0.0.1:0,to=99");
                 break;
             case QemuDisplayMode.Window:
                 args.Add("-display");
-                args.Add(QemuArgs.Identifier(site.WindowBackend, "display backend"));
+                var backend = QemuArgs.Identifier(site.WindowBackend, "display backend");
+                // window-close is a gtk/sdl option; other backends reject it.
+                args.Add(site.IgnoreWindowClose && backend is ("gtk" or "sdl") ? backend + ",window-close=off" : backend);
                 break;
             default:
                 throw new ArgumentException($"Unsupported display mode {site.Display}.", nameof(site));

@@ -36,7 +36,8 @@ internal sealed class QemuProcess : IAsyncDisposable
     /// <summary>The last lines QEMU printed (stderr and stdout).</summary>
     public string OutputTail => _tail.ToString();
 
-    public static QemuProcess Start(string binaryPath, IEnumerable<string> arguments)
+    /// <param name="environment">Variables set for QEMU over this process's own (e.g. DISPLAY for its window).</param>
+    public static QemuProcess Start(string binaryPath, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null)
     {
         var psi = new ProcessStartInfo(binaryPath)
         {
@@ -47,6 +48,8 @@ internal sealed class QemuProcess : IAsyncDisposable
         };
         foreach (var a in arguments)
             psi.ArgumentList.Add(a);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+            psi.Environment[name] = value;
         Process? process;
         try
         {

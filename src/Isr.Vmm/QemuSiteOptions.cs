@@ -26,11 +26,31 @@ public sealed record QemuSiteOptions
     /// <summary>For <see cref="QemuDisplayMode.Vnc"/>: serve VNC on this unix socket (preferred: only this user can reach it).</summary>
     public string? VncSocketPath { get; init; }
 
-    /// <summary>For <see cref="QemuDisplayMode.Vnc"/> without a socket path: display number N, i.e. 127.0.0.1:5900+N.</summary>
-    public int VncDisplayNumber { get; init; }
+    /// <summary>
+    /// For <see cref="QemuDisplayMode.Vnc"/> without a socket path: display number N, i.e. 127.0.0.1:5900+N. Null (the
+    /// default) lets QEMU take the first free one from 0 to 99; <see cref="QemuVm.Vnc"/> tells which it took.
+    /// </summary>
+    public int? VncDisplayNumber { get; init; }
 
-    /// <summary>For <see cref="QemuDisplayMode.Window"/>: QEMU display backend name.</summary>
+    /// <summary>For <see cref="QemuDisplayMode.Window"/>: QEMU display backend name ("gtk" or "sdl"; both need the
+    /// Debian package qemu-system-gui).</summary>
     public string WindowBackend { get; init; } = "gtk";
+
+    /// <summary>
+    /// For <see cref="QemuDisplayMode.Window"/>: closing the window does nothing (<c>window-close=off</c>) instead of
+    /// quitting QEMU, which would end the VM like pulling its plug. False keeps QEMU's own behaviour.
+    /// </summary>
+    public bool IgnoreWindowClose { get; init; }
+
+    /// <summary>
+    /// For <see cref="QemuDisplayMode.Window"/>: which desktop the window opens on, as environment variables set for
+    /// QEMU over this process's own (DISPLAY, XAUTHORITY, WAYLAND_DISPLAY, XDG_RUNTIME_DIR). A long-lived process that
+    /// starts VMs for several terminals passes the caller's here; null inherits this process's environment.
+    /// </summary>
+    public IReadOnlyDictionary<string, string>? WindowEnvironment { get; init; }
+
+    /// <summary>Window title and VNC desktop name (QEMU <c>-name</c>); host-side only. Null leaves QEMU's default.</summary>
+    public string? Title { get; init; }
 
     /// <summary>How long QEMU may take to open its QMP socket.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);

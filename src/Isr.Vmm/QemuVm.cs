@@ -29,9 +29,11 @@ public sealed class QemuVm : IAsyncDisposable
     private volatile bool _loadStarted;
     private int _disposed;
 
-    private QemuVm(VmDescriptor descriptor, QemuSiteOptions site, bool incoming, QemuProcess process, QmpClient qmp, RuntimeDirectory runtimeDir)
+    private QemuVm(VmDescriptor descriptor, QemuSiteOptions site, bool incoming, QemuProcess process, QmpClient qmp, RuntimeDirectory runtimeDir,
+        VncEndpoint? vnc)
     {
         Descriptor = descriptor;
+        Vnc = vnc;
         Site = site;
         Incoming = incoming;
         _process = process;
@@ -49,6 +51,9 @@ public sealed class QemuVm : IAsyncDisposable
     public bool Incoming { get; }
 
     public int ProcessId => _process.ProcessId;
+
+    /// <summary>Where the VNC server listens (for <see cref="QemuDisplayMode.Vnc"/>: tell the user); null otherwise.</summary>
+    public VncEndpoint? Vnc { get; }
 
     /// <summary>
     /// The QMP connection, for commands this class does not wrap. Its <see cref="QmpClient.Events"/>
@@ -92,22 +97,64 @@ public sealed class QemuVm : IAsyncDisposable
             throw new DescriptorMismatchException(blocking);
 
         var args = QemuCommandLine.Build(descriptor, site, incoming);
+        if (site.Display == QemuDisplayMode.Window)
+            CheckWindowCanOpen(site, caps);
         TryDelete(site.QmpSocketPath); // a stale socket from a killed QEMU would only refuse connections
         var runtimeDir = RuntimeDirectory.Create("vm");
         QemuProcess? process = null;
+        QmpClient? qmp = null;
         try
         {
-            process = QemuProcess.Start(installation.BinaryPath, args);
-            var qmp = await process.ConnectQmpAsync(site.QmpSocketPath, site.StartTimeout, cancellationToken).ConfigureAwait(false);
-            return new QemuVm(descriptor, site, incoming, process, qmp, runtimeDir);
+            process = QemuProcess.Start(installation.BinaryPath, args, site.WindowEnvironment);
+            qmp = await process.ConnectQmpAsync(site.QmpSocketPath, site.StartTimeout, cancellationToken).ConfigureAwait(false);
+            VncEndpoint? vnc = null;
+            if (site.Display == QemuDisplayMode.Vnc)
+            {
+                vnc = VncEndpoint.FromQueryVnc(await qmp.ExecuteAsync("query-vnc", null, cancellationToken).ConfigureAwait(false))
+                    ?? throw new QemuVmException("QEMU started without its VNC server.", process.OutputTail);
+            }
+            return new QemuVm(descriptor, site, incoming, process, qmp, runtimeDir, vnc);
         }
         catch
         {
+            if (qmp is not null)
+                await qmp.DisposeAsync().ConfigureAwait(false);
             if (process is not null)
                 await process.DisposeAsync().ConfigureAwait(false);
             runtimeDir.Delete();
             TryDelete(site.QmpSocketPath);
             throw;
+        }
+    }
+
+    /// <summary>
+    /// QEMU fails late and obscurely without its GUI module or a desktop ("gtk initialization failed"); say what is
+    /// missing instead.
+    /// </summary>
+    private static void CheckWindowCanOpen(QemuSiteOptions site, SiteCapabilities caps)
+    {
+        if (!caps.DisplayBackends.Contains(site.WindowBackend, StringComparer.Ordinal))
+            throw new QemuVmException(
+                $"QEMU's '{site.WindowBackend}' display is not installed at this site (it has: {string.Join(", ", caps.DisplayBackends)}); " +
+                "the window needs the Debian package qemu-system-gui. Use VNC or headless instead.");
+        string? Variable(string name) =>
+            site.WindowEnvironment is { } env && env.TryGetValue(name, out var value) ? value : Environment.GetEnvironmentVariable(name);
+        if (string.IsNullOrEmpty(Variable("DISPLAY")) && string.IsNullOrEmpty(Variable("WAYLAND_DISPLAY")))
+            throw new QemuVmException(
+                "The VM's window needs a desktop, but neither DISPLAY nor WAYLAND_DISPLAY is set. Use VNC or headless instead.");
+    }
+
+    /// <summary>Asks QEMU where its VNC server listens (QMP <c>query-vnc</c>); null when VNC is off.</summary>
+    public async Task<VncEndpoint?> QueryVncAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfExited("query VNC");
+        try
+        {
+            return VncEndpoint.FromQueryVnc(await Qmp.ExecuteAsync("query-vnc", null, cancellationToken).ConfigureAwait(false));
+        }
+        catch (QmpConnectionClosedException e)
+        {
+            throw await DescribeFailureAsync("QMP 'query-vnc'", e).ConfigureAwait(false);
         }
     }
 
@@ -270,6 +317,8 @@ public sealed class QemuVm : IAsyncDisposable
         await _process.DisposeAsync().ConfigureAwait(false);
         _runtimeDir.Delete();
         TryDelete(Site.QmpSocketPath);
+        if (Site.VncSocketPath is { } vncSocket)
+            TryDelete(vncSocket); // QEMU removes it when it quits, but not when killed
     }
 
     private async Task ExecuteAsync(string command, JsonObject? arguments, CancellationToken cancellationToken)
@@ -418,7 +467,7 @@ public sealed class QemuVm : IAsyncDisposable
             : _quitRequested ? QemuExitReason.Quit
             : QemuExitReason.Crashed;
         ExitReason = reason;
-        _exited.TrySetResult(code);
+        // Tell subscribers before completing Exited, so whoever awaits Exited sees their reaction.
         try
         {
             ProcessExited?.Invoke(this, new QemuExitedEventArgs(code, reason, OutputTail));
@@ -427,6 +476,7 @@ public sealed class QemuVm : IAsyncDisposable
         {
             // Subscribers' exceptions have nowhere useful to go on this background task.
         }
+        _exited.TrySetResult(code);
     }
 
     private static void TryDelete(string path)

@@ -63,6 +63,14 @@ public sealed record VmDescriptor
         if (d.FormatVersion != CurrentFormatVersion)
             throw new InvalidDataException(
                 $"VM descriptor format version {d.FormatVersion} is not supported (expected {CurrentFormatVersion}).");
+        // The serializer lets an explicit null through for non-nullable members; integers for undefined enum values too.
+        if (d.Vmm is null || d.VmmVersion is null || d.MachineType is null || d.Accelerator is null || d.CpuModel is null || d.Devices is null)
+            throw new InvalidDataException("VM descriptor has a null where a value is required.");
+        foreach (var device in d.Devices)
+        {
+            if (device is null || device.Id is null || device.Driver is null || !Enum.IsDefined(device.Kind))
+                throw new InvalidDataException("VM descriptor has a malformed device (null, no id or driver, or an unknown kind).");
+        }
         return d;
     }
 

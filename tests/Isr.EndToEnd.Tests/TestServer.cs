@@ -15,10 +15,25 @@ public sealed partial class TestServer : IAsyncDisposable
     public string DataDirectory { get; }
     public string Url { get; }
     public string Fingerprint { get; }
-    private readonly Process _process;
+    private Process _process;
 
     private TestServer(string data, string url, string fingerprint, Process process) =>
         (DataDirectory, Url, Fingerprint, _process) = (data, url, fingerprint, process);
+
+    /// <summary>Kills the server process (as a crash or a lost network would look to sites).</summary>
+    public async Task StopAsync()
+    {
+        try { _process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+        await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>Starts the server again on the same address and data.</summary>
+    public async Task RestartAsync()
+    {
+        await StopAsync();
+        _process.Dispose();
+        _process = await RunAsync(DataDirectory, Url);
+    }
 
     private static string ServerDll
     {
@@ -48,6 +63,11 @@ public sealed partial class TestServer : IAsyncDisposable
         int port = ((IPEndPoint)listener.LocalEndpoint).Port;
         listener.Stop();
         var url = $"https://127.0.0.1:{port}";
+        return new TestServer(data, url, fingerprint, await RunAsync(data, url));
+    }
+
+    private static async Task<Process> RunAsync(string data, string url)
+    {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[] { ServerDll, "run", "--data", data, "--urls", url }) start.ArgumentList.Add(a);
         var process = Process.Start(start)!;
@@ -61,7 +81,7 @@ public sealed partial class TestServer : IAsyncDisposable
             try { process.Kill(true); } catch (InvalidOperationException) { }
             throw new InvalidOperationException("isr-server did not start listening within 60 s");
         }
-        return new TestServer(data, url, fingerprint, process);
+        return process;
     }
 
     public static async Task<string> Admin(params string[] args)

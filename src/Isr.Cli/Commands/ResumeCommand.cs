@@ -13,15 +13,31 @@ public static class ResumeCommand
     public static Command Build()
     {
         var headless = new Option<bool>("--headless") { Description = "No display (for scripts)" };
-        var vnc = new Option<bool>("--vnc") { Description = "Serve the display over VNC on loopback" };
+        var vnc = new Option<bool>("--vnc") { Description = "Serve the display over VNC on loopback (the address is printed)" };
         var serial = new Option<FileInfo?>("--serial") { Description = "Write the guest's serial console to this file" };
         var cold = new Option<bool>("--cold") { Description = "Boot from the disk, discarding the memory image" };
         var yes = new Option<bool>("--yes") { Description = "Do not ask for confirmation" };
         var version = new Option<long?>("--version") { Description = "Resume this version instead of the newest" };
+        var policy = new Option<TransferPolicy>("--policy")
+        {
+            Description = "demand: memory image first, disk on demand (default); baseline: copy every blob into the cache before starting",
+            DefaultValueFactory = _ => TransferPolicy.Demand,
+        };
+        var prefetch = new Option<PrefetchMode>("--prefetch")
+        {
+            Description = "Fetch ahead of the guest: workingset (the chunks it used first last time, in order; default), all (then the rest of the disk, in the background), none",
+            DefaultValueFactory = _ => PrefetchMode.WorkingSet,
+        };
+        var trickle = new Option<string?>("--trickle-limit") { Description = "Rate for uploading changes while the VM runs (server homes), bytes/s: 2M (default), 0 = off" };
         var command = new Command("resume", "Resume the parcel's VM at this site: continue where it was suspended")
         {
-            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, cold, yes, version, Cli.Json,
+            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, cold, yes, version, policy, prefetch, trickle, Cli.Json,
         };
+        command.Validators.Add(r =>
+        {
+            if (r.GetValue(headless) && r.GetValue(vnc))
+                r.AddError("--headless and --vnc cannot be used together.");
+        });
         command.SetAction(async (parse, ct) =>
         {
             var started = DateTimeOffset.UtcNow;
@@ -36,19 +52,42 @@ public static class ResumeCommand
                 Cold = parse.GetValue(cold),
                 Version = parse.GetValue(version),
                 CommandStarted = started,
+                DisplayEnvironment = new[] { "DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR" }
+                    .Select(n => (n, v: Environment.GetEnvironmentVariable(n))).Where(e => !string.IsNullOrEmpty(e.v)).ToDictionary(e => e.n, e => e.v!),
+                Policy = parse.GetValue(policy),
+                Prefetch = parse.GetValue(prefetch),
+                TrickleBytesPerSecond = parse.GetValue(trickle) is { } rate ? Isr.Client.Transfer.TokenBucket.ParseRate(rate) ?? 0 : new ResumeOptions().TrickleBytesPerSecond,
             };
             var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Password = Cli.Password(parse), Resume = options };
             var result = await DaemonClient.SendAsync(site, request, m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct);
             var stats = result!.Value.Deserialize<SessionStats>(DaemonJson.Options)!;
-            Cli.Print(parse, stats, () => AnsiConsole.MarkupLineInterpolated(
-                $"resumed [bold]{name}[/] version {stats.BaseVersion} in {stats.ResumeSeconds:F2} s{(stats.ColdBoot ? " (booted from the disk)" : "")}"));
+            var vncAddress = VncAddress(result.Value);
+            Cli.Print(parse, stats, () =>
+            {
+                AnsiConsole.MarkupLineInterpolated(
+                    $"resumed [bold]{name}[/] version {stats.BaseVersion} in {stats.ResumeSeconds:F2} s{(stats.ColdBoot ? " (booted from the disk)" : "")}");
+                if (vncAddress is not null)
+                    AnsiConsole.MarkupLineInterpolated($"vnc: {vncAddress}");
+            });
             return 0;
         });
         return command;
     }
 
+    /// <summary>
+    /// Where the VM's VNC server listens ("127.0.0.1:5901" or "unix:/path"), from the "vnc" field of the daemon's
+    /// reply (the session's <see cref="QemuVm.Vnc"/>); null without VNC.
+    /// </summary>
+    private static string? VncAddress(JsonElement reply) =>
+        reply.ValueKind == JsonValueKind.Object && reply.TryGetProperty("vnc", out var vnc) && vnc.ValueKind == JsonValueKind.String
+            ? vnc.GetString()
+            : null;
+
+    /// <summary>A window where this terminal has a desktop (X11 or Wayland), otherwise nothing.</summary>
     private static QemuDisplayMode DefaultDisplay() =>
-        Environment.GetEnvironmentVariable("DISPLAY") is { Length: > 0 } ? QemuDisplayMode.Window : QemuDisplayMode.Headless;
+        Environment.GetEnvironmentVariable("DISPLAY") is { Length: > 0 } || Environment.GetEnvironmentVariable("WAYLAND_DISPLAY") is { Length: > 0 }
+            ? QemuDisplayMode.Window
+            : QemuDisplayMode.Headless;
 
     private static bool Confirm(string question) =>
         !Console.IsInputRedirected && AnsiConsole.Confirm(question, defaultValue: false);

@@ -19,20 +19,16 @@ public static class StatCommand
             var site = Cli.Site();
             string name = parse.GetValue(Cli.Parcel)!;
             var home = Cli.Home(parse, site, name);
-            var parcel = await home.GetParcelAsync(name, ct);
-            var versions = await home.ListVersionsAsync(name, ct);
-            var head = versions[^1];
-
-            // Keyless accounting: the plaintext part of keyring pages lists every chunk a version references.
-            var pages = new HashSet<ChunkTag>();
-            var chunks = new HashSet<ChunkTag>();
-            PageLoader load = async (tag, token) => await home.Chunks.GetAsync(tag, token) ?? throw new ChunkIntegrityException($"page {tag} is missing");
-            await ChunkListTree.CollectTagsAsync(head.DiskRootTag, load, pages, chunks, ct);
-            int diskChunks = chunks.Count;
-            await ChunkListTree.CollectTagsAsync(head.MemoryRootTag, load, pages, chunks, ct);
-            long? storedBytes = home is DirectoryParcelHome store
-                ? chunks.Concat(pages).Append(ChunkTag.Parse(head.DescriptorTag)).Sum(t => new FileInfo(store.ChunkDirectory.PathOf(t)).Length)
-                : null;
+            HomeStat? stored = null;
+            string? homeProblem = null;
+            try
+            {
+                stored = await HomeStat.ReadAsync(home, name, ct);
+            }
+            catch (ServerUnreachableException e)
+            {
+                homeProblem = e.Message; // what this site knows is still worth showing
+            }
 
             var local = site.ReadLocal(name);
             var journal = new FileInfo(site.JournalPath(name));
@@ -40,9 +36,9 @@ public static class StatCommand
             var running = session is { ValueKind: JsonValueKind.Object } s ? s.Deserialize<SessionStats>(DaemonJson.Options) : null;
             var stat = new
             {
-                Parcel = name, HeadVersion = head.Number, Versions = versions.Count, parcel.DiskSize, parcel.ChunkSize,
-                DiskChunks = head.DiskChunks, StoredDiskChunks = diskChunks, MemoryImageBytes = head.MemoryBytes, MemoryImageChunks = head.MemoryChunks,
-                HeadStoredBytes = storedBytes,
+                Parcel = name, HeadVersion = stored?.Head.Number, Versions = stored?.Versions, stored?.Head.DiskSize, stored?.Head.ChunkSize,
+                stored?.Head.DiskChunks, stored?.StoredDiskChunks, MemoryImageBytes = stored?.Head.MemoryBytes, MemoryImageChunks = stored?.Head.MemoryChunks,
+                stored?.HeadStoredBytes, HomeUnreachable = homeProblem,
                 DirtyJournalBytes = journal.Exists ? journal.Length : 0,
                 PendingCheckin = File.Exists(site.PendingCommitPath(name)),
                 LastResumeSeconds = local?.LastResumeSeconds,
@@ -52,19 +48,50 @@ public static class StatCommand
             {
                 var grid = new Grid().AddColumn().AddColumn();
                 void Row(string k, string v) => grid.AddRow(k, Markup.Escape(v));
-                Row("parcel", $"{name} (version {head.Number} of {versions.Count})");
-                Row("disk", $"{Cli.Bytes(parcel.DiskSize)} in {head.DiskChunks} chunks of {Cli.Bytes(parcel.ChunkSize)}; {diskChunks} non-zero stored");
-                Row("memory image", head.HasMemoryImage ? $"{Cli.Bytes(head.MemoryBytes)} in {head.MemoryChunks} chunks" : "none");
-                if (storedBytes is long stored) Row("stored (head)", Cli.Bytes(stored));
+                if (stored is { Head: var head })
+                {
+                    Row("parcel", $"{name} (version {head.Number} of {stored.Versions})");
+                    Row("disk", $"{Cli.Bytes(head.DiskSize)} in {head.DiskChunks} chunks of {Cli.Bytes(head.ChunkSize)}; {stored.StoredDiskChunks} non-zero stored");
+                    Row("memory image", head.HasMemoryImage ? $"{Cli.Bytes(head.MemoryBytes)} in {head.MemoryChunks} chunks" : "none");
+                    if (stored.HeadStoredBytes is long bytes) Row("stored (head)", Cli.Bytes(bytes));
+                }
+                else Row("parcel", $"{name} (home unreachable: {homeProblem})");
                 if (File.Exists(site.PendingCommitPath(name))) Row("pending", "a suspended version waits at this site: run 'isr checkin'");
                 Row("local changes", running is null ? (stat.DirtyJournalBytes > 13 ? "yes (not in any version)" : "none") : $"{running.DirtyChunks} chunks, {Cli.Bytes(running.DirtyBytes)}");
                 Row("last resume", local?.LastResumeSeconds is double r ? $"{r:F2} s" : "-");
                 if (running != null)
                     Row("session", $"{running.State}; {running.Misses} misses, guest waited {running.GuestWaitSeconds:F2} s; fetched {Cli.Bytes(running.HomeBytes)} from home, {Cli.Bytes(running.CacheBytes)} from cache");
+                if (running?.Transfers is { } t)
+                {
+                    Row("transfers", $"policy {t.Policy.ToString().ToLowerInvariant()}; resume took {running.ResumeSeconds:F2} s; from home: {Cli.Bytes(t.DemandHomeBytes)} on demand, " +
+                        $"{Cli.Bytes(t.PrefetchBytes)} prefetched ({t.PrefetchChunks} chunks{(t.PrefetchDone ? ", done" : "")}), {Cli.Bytes(t.CopyInBytes)} copied in");
+                    Row("prefetch", $"{t.PrefetchHits} hits of {t.TouchedChunks} chunks read; working set: {t.WorkingSetReplayed} replayed, {t.WorkingSetRecorded} recorded");
+                    Row("trickle", $"{t.TrickledChunks} chunks ({Cli.Bytes(t.TrickledBytes)}) of the changes already sent home");
+                }
                 AnsiConsole.Write(grid);
             });
             return 0;
         });
         return command;
+    }
+
+    /// <summary>What the home holds of a parcel's head, counted without keys: the plaintext part of keyring pages lists every chunk.</summary>
+    private sealed record HomeStat(VersionRecord Head, int Versions, int StoredDiskChunks, long? HeadStoredBytes)
+    {
+        public static async Task<HomeStat> ReadAsync(IParcelHome home, string name, CancellationToken ct)
+        {
+            var versions = await home.ListVersionsAsync(name, ct);
+            var head = versions.Last(v => !v.Side);
+            var pages = new HashSet<ChunkTag>();
+            var chunks = new HashSet<ChunkTag>();
+            PageLoader load = async (tag, token) => await home.Chunks.GetAsync(tag, token) ?? throw new ChunkIntegrityException($"page {tag} is missing");
+            await ChunkListTree.CollectTagsAsync(head.DiskRootTag, load, pages, chunks, ct);
+            int diskChunks = chunks.Count;
+            await ChunkListTree.CollectTagsAsync(head.MemoryRootTag, load, pages, chunks, ct);
+            long? bytes = home is DirectoryParcelHome store
+                ? chunks.Concat(pages).Append(ChunkTag.Parse(head.DescriptorTag)).Sum(t => new FileInfo(store.ChunkDirectory.PathOf(t)).Length)
+                : null;
+            return new HomeStat(head, versions.Count, diskChunks, bytes);
+        }
     }
 }

@@ -7,60 +7,148 @@ namespace Isr.Client.Cache;
 /// <summary>Where a chunk came from, for statistics.</summary>
 public enum ChunkSource { Cache, Home }
 
+/// <summary>A blob the fetcher is still trying to get from the home, and why it has not arrived.</summary>
+public sealed record FetchStall(ChunkTag Tag, DateTimeOffset Since, int Attempts, string LastError);
+
+/// <summary>The home could not be reached for a chunk; the fetch goes on in the background and lands in the cache.</summary>
+public sealed class FetchStalledException(ChunkTag tag, string reason)
+    : IOException($"waiting for chunk {tag}: {reason}")
+{
+    public ChunkTag Tag { get; } = tag;
+}
+
 /// <summary>
 /// Gets a blob by tag: the site cache first, then the parcel's home (the store or the server). Every blob is verified
-/// against its tag before use; a corrupt cached copy is dropped and fetched again. Concurrent requests for one tag share one fetch.
+/// against its tag before use; a corrupt cached copy is dropped and fetched again. Concurrent requests for one tag share
+/// one fetch. A home that cannot be reached is retried with exponential backoff (for as long as
+/// <paramref name="giveUpAfter"/>, forever for a running session), and waiters may choose to be told at the first
+/// failure (<see cref="GetOrStallAsync"/>) so that the VM pauses instead of the guest waiting on one request.
 /// </summary>
-public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home)
+public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, TimeSpan? giveUpAfter = null) : IDisposable
 {
-    private readonly ConcurrentDictionary<ChunkTag, Task<byte[]>> _inFlight = new();
+    private static readonly TimeSpan FirstBackoff = TimeSpan.FromMilliseconds(250), MaxBackoff = TimeSpan.FromSeconds(8);
+    private const int IntegrityAttempts = 3;
+
+    private sealed class Fetch
+    {
+        public readonly TaskCompletionSource<byte[]> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public readonly TaskCompletionSource Stalled = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private readonly ConcurrentDictionary<ChunkTag, Fetch> _inFlight = new();
+    private readonly ConcurrentDictionary<ChunkTag, FetchStall> _stalls = new();
+    private readonly ConcurrentDictionary<ChunkTag, string> _failures = new();
+    private readonly CancellationTokenSource _lifetime = new();
+    private readonly TimeSpan _giveUpAfter = giveUpAfter ?? TimeSpan.FromSeconds(60);
     public TransferCounters Counters { get; } = new();
 
     public IChunkStore Home => home;
     public DirectoryChunkStore Cache => cache;
+    /// <summary>Blobs being retried because the home cannot be reached.</summary>
+    public IReadOnlyCollection<FetchStall> Stalls => _stalls.Values.ToList();
+    /// <summary>Blobs that failed verification at every source (never handed out).</summary>
+    public IReadOnlyDictionary<ChunkTag, string> Failures => _failures;
 
-    public ValueTask<byte[]> GetAsync(ChunkTag tag, CancellationToken ct)
+    /// <summary>The blob, waiting through retries while the home is unreachable.</summary>
+    public ValueTask<byte[]> GetAsync(ChunkTag tag, CancellationToken ct) => new(Start(tag).Done.Task.WaitAsync(ct));
+
+    /// <summary>The blob, or <see cref="FetchStalledException"/> as soon as the home fails to answer; the fetch goes on.</summary>
+    public async Task<byte[]> GetOrStallAsync(ChunkTag tag, CancellationToken ct)
+    {
+        var fetch = Start(tag);
+        var first = await Task.WhenAny(fetch.Done.Task, fetch.Stalled.Task).WaitAsync(ct);
+        if (first == fetch.Done.Task || fetch.Done.Task.IsCompleted) return await fetch.Done.Task;
+        throw new FetchStalledException(tag, _stalls.TryGetValue(tag, out var stall) ? stall.LastError : "the home does not answer");
+    }
+
+    private Fetch Start(ChunkTag tag)
     {
         while (true)
         {
-            if (_inFlight.TryGetValue(tag, out var running)) return new ValueTask<byte[]>(running);
-            // Register before starting: a fetch that completes synchronously (a miss answered at once) must not leave
-            // its finished task behind in the map, or a failure would be returned for this tag forever.
-            var started = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
-            if (!_inFlight.TryAdd(tag, started.Task)) continue;
-            _ = CompleteAsync(tag, started, ct);
-            return new ValueTask<byte[]>(started.Task);
+            if (_inFlight.TryGetValue(tag, out var running)) return running;
+            // Register before starting: a fetch that completes synchronously must not leave its finished entry behind,
+            // or a failure would be returned for this tag forever.
+            var fetch = new Fetch();
+            if (!_inFlight.TryAdd(tag, fetch)) continue;
+            _ = CompleteAsync(tag, fetch);
+            return fetch;
         }
     }
 
-    private async Task CompleteAsync(ChunkTag tag, TaskCompletionSource<byte[]> started, CancellationToken ct)
+    private async Task CompleteAsync(ChunkTag tag, Fetch fetch)
     {
         byte[]? blob = null;
         Exception? error = null;
-        try { blob = await FetchAsync(tag, ct); }
+        try { blob = await FetchAsync(tag, fetch); }
         catch (Exception e) { error = e; }
-        _inFlight.TryRemove(new KeyValuePair<ChunkTag, Task<byte[]>>(tag, started.Task));
-        if (error is OperationCanceledException oce) started.TrySetCanceled(oce.CancellationToken);
-        else if (error != null) started.TrySetException(error);
-        else started.TrySetResult(blob!);
+        // Leave the map before waking waiters: a request made after this one returned must start a fresh fetch.
+        _inFlight.TryRemove(new KeyValuePair<ChunkTag, Fetch>(tag, fetch));
+        _stalls.TryRemove(tag, out _);
+        if (error is OperationCanceledException oce) fetch.Done.TrySetCanceled(oce.CancellationToken);
+        else if (error != null) fetch.Done.TrySetException(error);
+        else fetch.Done.TrySetResult(blob!);
     }
 
-    private async Task<byte[]> FetchAsync(ChunkTag tag, CancellationToken ct)
+    private async Task<byte[]> FetchAsync(ChunkTag tag, Fetch fetch)
     {
+        var ct = _lifetime.Token;
         var cached = await cache.GetAsync(tag, ct);
         if (cached != null)
         {
             if (tag.Matches(cached)) { Counters.Add(ChunkSource.Cache, cached.Length); return cached; }
             await cache.DeleteAsync(tag, ct); // corrupt cached copy: never used, fetched again below
         }
-        var blob = await home.GetAsync(tag, ct) ?? throw new ChunkIntegrityException($"chunk {tag} is missing from {home}");
-        if (!tag.Matches(blob)) throw new ChunkIntegrityException($"chunk {tag} from {home} does not match its tag");
-        Counters.Add(ChunkSource.Home, blob.Length);
-        await cache.PutAsync(tag, blob, ct);
-        return blob;
+        var backoff = FirstBackoff;
+        var since = DateTimeOffset.UtcNow;
+        int attempts = 0, corrupt = 0;
+        while (true)
+        {
+            attempts++;
+            string problem;
+            try
+            {
+                var blob = await home.GetAsync(tag, ct) ?? throw Failed(tag, $"chunk {tag} is missing from {home}");
+                if (tag.Matches(blob))
+                {
+                    Counters.Add(ChunkSource.Home, blob.Length);
+                    await cache.PutAsync(tag, blob, ct);
+                    return blob;
+                }
+                if (++corrupt >= IntegrityAttempts) throw Failed(tag, $"chunk {tag} from {home} does not match its tag ({corrupt} attempts)");
+                problem = "the copy received does not match its tag";
+            }
+            catch (Exception e) when (IsTransient(e, ct))
+            {
+                problem = e.Message;
+            }
+            if (_giveUpAfter != Timeout.InfiniteTimeSpan && DateTimeOffset.UtcNow - since > _giveUpAfter)
+                throw new IOException($"gave up on chunk {tag} after {attempts} attempts over {_giveUpAfter.TotalSeconds:F0} s: {problem}");
+            _stalls[tag] = new FetchStall(tag, since, attempts, problem);
+            fetch.Stalled.TrySetResult();
+            await Task.Delay(backoff, ct);
+            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
+        }
     }
 
+    private ChunkIntegrityException Failed(ChunkTag tag, string message)
+    {
+        _failures[tag] = message;
+        return new ChunkIntegrityException(message);
+    }
+
+    /// <summary>Failures that may go away by themselves: an unreachable or restarting home. Not: a refusal or our own cancellation.</summary>
+    private static bool IsTransient(Exception e, CancellationToken ct) => e switch
+    {
+        OperationCanceledException => !ct.IsCancellationRequested,
+        FileNotFoundException or DirectoryNotFoundException => false,
+        Homes.ServerException s => (int)s.Status >= 500 || s.Status == 0 && s.Code != "certificate_mismatch",
+        IOException or HttpRequestException or TimeoutException => true,
+        _ => false,
+    };
+
     public ValueTask<byte[]> LoadPageAsync(ChunkTag tag, CancellationToken ct) => GetAsync(tag, ct);
+
+    public void Dispose() => _lifetime.Cancel();
 }
 
 public sealed class TransferCounters

@@ -46,6 +46,8 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     public long DirtyBytes => _dirty.Values.Where(c => !c.IsZeroChunk).Sum(c => (long)c.Length) + _pending.Values.Sum(b => (long)b.Length);
     public TimeSpan GuestWaitTime => TimeSpan.FromTicks(Interlocked.Read(ref _guestWaitTicks));
     public long Misses => Interlocked.Read(ref _misses);
+    /// <summary>Called with the chunk index of every read (and partial write) the guest makes: working-set recording.</summary>
+    public Action<long>? ChunkRead { get; set; }
 
     private int ChunkLength(long index) => (int)Math.Min(ChunkSize, Size - index * ChunkSize);
 
@@ -103,6 +105,7 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     /// <summary>Copy-on-write update of one chunk, serialized per chunk so concurrent partial writes compose.</summary>
     private async ValueTask UpdateChunkAsync(long index, Action<byte[]> modify, bool wholeChunk, CancellationToken ct)
     {
+        await BaseRefAsync(index, ct); // the leaf a commit will rewrite is now in the site cache, even if the network goes
         var gate = _chunkLocks[index % _chunkLocks.Length];
         await gate.WaitAsync(ct);
         try
@@ -179,6 +182,7 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     /// <summary>The chunk's current plaintext; callers must not modify it.</summary>
     private async ValueTask<byte[]> GetPlaintextAsync(long index, CancellationToken ct)
     {
+        ChunkRead?.Invoke(index);
         if (_pending.TryGetValue(index, out var plain)) return plain;
         var chunk = _dirty.TryGetValue(index, out var dirty) ? dirty : await BaseRefAsync(index, ct);
         if (chunk.IsZeroChunk) return chunk.Length == ChunkSize ? _zeroChunk : new byte[chunk.Length];
@@ -186,7 +190,9 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
         if (decoded != null) return decoded;
         Interlocked.Increment(ref _misses);
         long started = Stopwatch.GetTimestamp();
-        var blob = await _fetcher.GetAsync(chunk.Tag, ct);
+        // A home that does not answer fails this read at once (the NBD client pauses the VM, rerror=stop) while the
+        // fetch goes on; the session continues the VM when it lands, and QEMU retries the read.
+        var blob = await _fetcher.GetOrStallAsync(chunk.Tag, ct);
         Interlocked.Add(ref _guestWaitTicks, Stopwatch.GetElapsedTime(started).Ticks);
         var result = new byte[chunk.Length];
         _codec.Decode(blob, chunk, result);

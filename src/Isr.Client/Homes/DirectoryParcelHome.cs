@@ -130,7 +130,7 @@ public sealed class DirectoryParcelHome : IParcelHome
         foreach (var root in version.RootTags())
         {
             if (!_chunks.Contains(root)) throw new CommitConflictException($"version {version.Number} references missing blob {root}");
-            if (root.ToString() != version.DescriptorTag) await ChunkListTree.CollectTagsAsync(root, LoadAsync, pages, chunks, ct);
+            if (!version.SealedTags().Contains(root)) await ChunkListTree.CollectTagsAsync(root, LoadAsync, pages, chunks, ct);
         }
         var missing = await _chunks.MissingAsync(chunks, ct);
         if (missing.Count > 0) throw new CommitConflictException($"version {version.Number} references {missing.Count} missing chunks, e.g. {missing[0]}");

@@ -20,7 +20,7 @@ public sealed class ServerException(HttpStatusCode status, string code, string m
 }
 
 /// <summary>The server could not be reached at all (network down, server stopped).</summary>
-public sealed class ServerUnreachableException(string message, Exception inner) : Exception(message, inner);
+public sealed class ServerUnreachableException(string message, Exception inner) : IOException(message, inner);
 
 /// <summary>
 /// HTTPS to the isr server with the certificate pinned by SHA-256 fingerprint (like SSH's known hosts), HTTP/2

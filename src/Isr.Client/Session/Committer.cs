@@ -16,7 +16,7 @@ public static class Committer
 {
     public static async Task<PreparedVersion> PrepareAsync(OpenedParcel parcel, SiteDirectory site, ChunkFetcher fetcher, VersionRecord baseVersion,
         IReadOnlyDictionary<long, ChunkRef> diskChanges, IReadOnlyList<ChunkRef>? memoryImage, ChunkTag descriptorTag,
-        VersionRecord? parent, string commitId, CancellationToken ct)
+        VersionRecord? parent, string commitId, CancellationToken ct, ChunkTag? workingSet = null)
     {
         var disk = await ChunkListTree.UpdateAsync(baseVersion.DiskRootTag, baseVersion.DiskChunks, diskChanges, fetcher.LoadPageAsync, parcel.Keys, ct);
         var memory = memoryImage is null ? null : ChunkListTree.Build(memoryImage, parcel.Keys);
@@ -36,6 +36,7 @@ public static class Committer
             MemoryChunks = memoryImage?.Count ?? 0,
             MemoryBytes = memoryImage?.Sum(c => (long)c.Length) ?? 0,
             DescriptorTag = descriptorTag.ToString(),
+            WorkingSetTag = workingSet?.ToString(),
         }.Sign(parcel.Keys);
         return new PreparedVersion(version, pages.Select(p => p.Tag).ToList());
     }

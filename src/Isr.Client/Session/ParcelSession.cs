@@ -14,20 +14,34 @@ public sealed record ResumeOptions
 {
     public QemuDisplayMode Display { get; init; } = QemuDisplayMode.Headless;
     public string? SerialPath { get; init; }
+    /// <summary>The user's desktop (DISPLAY, XAUTHORITY…) for a window: the daemon may have been started from elsewhere.</summary>
+    public IReadOnlyDictionary<string, string>? DisplayEnvironment { get; init; }
     /// <summary>Boot from the disk, discarding the memory image (after the user confirmed).</summary>
     public bool Cold { get; init; }
     /// <summary>Resume this version instead of the head (the new version will still follow the head).</summary>
     public long? Version { get; init; }
     /// <summary>When the user's command started, so resume latency covers the whole command.</summary>
     public DateTimeOffset? CommandStarted { get; init; }
+    /// <summary>State-transfer policy: demand fetch (default) or baseline copy-in before the VM starts.</summary>
+    public TransferPolicy Policy { get; init; } = TransferPolicy.Demand;
+    /// <summary>Fetch ahead of the guest: the working set recorded at the previous resume (default), and optionally the rest of the disk.</summary>
+    public PrefetchMode Prefetch { get; init; } = PrefetchMode.WorkingSet;
+    /// <summary>Upload dirty chunks in the background at this rate while the VM runs (server homes); 0: no trickle.</summary>
+    public double TrickleBytesPerSecond { get; init; } = 2_000_000;
 }
 
 public sealed record SessionStats(
     string Parcel, string State, long BaseVersion, double ResumeSeconds, bool ColdBoot, long Misses, double GuestWaitSeconds,
-    long CacheBytes, long HomeBytes, long DirtyChunks, long DirtyBytes, long MemoryImageBytes, int? QemuPid);
+    long CacheBytes, long HomeBytes, long DirtyChunks, long DirtyBytes, long MemoryImageBytes, int? QemuPid,
+    IReadOnlyList<string> WaitingFor, string? Vnc)
+{
+    /// <summary>Copy-in, prefetch, working set and trickle counters (docs: SessionTransferStats).</summary>
+    public SessionTransferStats? Transfers { get; init; }
+}
 
 /// <summary>Outcome of a suspend or sync. <see cref="Committed"/> is null while the version waits at this site for `isr checkin`.</summary>
-public sealed record SuspendResult(double Seconds, long MemoryImageBytes, long MemoryImageChunks, long MemoryImageNewBytes, CheckinResult? Committed);
+public sealed record SuspendResult(double Seconds, long MemoryImageBytes, long MemoryImageChunks, long MemoryImageNewBytes, CheckinResult? Committed,
+    string? StoppedBecause = null);
 
 /// <summary>
 /// One running parcel at this site: its disk served over NBD from the parcel disk, and QEMU using it.
@@ -51,6 +65,10 @@ public sealed class ParcelSession : IAsyncDisposable
     private QemuVm? _vm;
     private double _resumeSeconds;
     private bool _cold;
+    private SessionTransfers? _transfers;
+    private int _watchingStalls;
+    private volatile string? _stopped;   // why the VM is gone (guest power-off, QEMU crash), null while it runs
+    private volatile string? _problem;   // why the VM is paused and will not continue by itself
 
     public string Parcel => _parcel.Name;
     public QemuVm? Vm => _vm;
@@ -60,7 +78,7 @@ public sealed class ParcelSession : IAsyncDisposable
         (_parcel, _site, _fetcher, _disk, _base, _descriptorTag) = (parcel, site, fetcher, disk, baseVersion, descriptorTag);
         _parent = parcel.Head;
         Directory.CreateDirectory(site.SessionRunDirectory(parcel.Name));
-        _nbd = new NbdServer(disk, "disk");
+        _nbd = new NbdServer(disk, "disk", new NbdServerOptions { Log = m => Console.WriteLine($"{DateTimeOffset.UtcNow:O} nbd {parcel.Name}: {m}") });
         _serving = _nbd.ServeAsync(NbdSocket, _stop.Token);
     }
 
@@ -71,7 +89,8 @@ public sealed class ParcelSession : IAsyncDisposable
         IProgress<string>? progress, CancellationToken ct)
     {
         long started = Stopwatch.GetTimestamp();
-        var fetcher = new ChunkFetcher(site.Cache, parcel.Home.Chunks);
+        // A running guest never gives up on the home: it pauses until the data arrives.
+        var fetcher = new ChunkFetcher(site.Cache, parcel.Home.Chunks, Timeout.InfiniteTimeSpan);
         var version = options.Version is long n ? parcel.Version(n) : parcel.Head;
         var descriptor = await parcel.ReadDescriptorAsync(version, fetcher, ct);
         var installation = QemuInstallation.Locate();
@@ -97,21 +116,30 @@ public sealed class ParcelSession : IAsyncDisposable
         var session = new ParcelSession(parcel, site, fetcher, disk, version, ChunkTag.Parse(version.DescriptorTag)) { _cold = cold };
         try
         {
+            session._transfers = new SessionTransfers(parcel, site, fetcher, disk, version, options, m => Console.Error.WriteLine($"isr daemon: {m}"));
+            if (options.Policy == TransferPolicy.Baseline) await session._transfers.CopyInAsync(progress, ct);
+            session._transfers.StartWorkingSetReplay();
             var siteOptions = new QemuSiteOptions
             {
                 QmpSocketPath = session.QmpSocket,
                 Disk = new QemuDiskBackend.Nbd(session.NbdSocket, "disk"),
                 SerialLogPath = options.SerialPath,
                 Display = options.Display,
+                IgnoreWindowClose = true,
+                WindowEnvironment = options.DisplayEnvironment,
+                Title = $"isr: {parcel.Name}",
             };
             progress?.Report(cold ? "booting from the disk" : $"loading the memory image ({version.MemoryBytes / 1e6:F1} MB)");
             session._vm = await QemuVm.StartAsync(descriptor, siteOptions, incoming: !cold, ct);
+            session._vm.EventReceived += session.OnVmEvent;
+            session._vm.ProcessExited += session.OnVmExited;
             if (!cold)
             {
                 var chunks = ChunkListTree.ReadAllAsync(version.MemoryRootTag, version.MemoryChunks, fetcher.LoadPageAsync, parcel.Keys, ct);
                 await session._vm.LoadStateAsync((stream, token) => MemoryImage.RestoreAsync(chunks, fetcher, parcel.Codec, stream, token), ct);
             }
             await session._vm.ContinueAsync(ct);
+            session._transfers.StartBackground();
             var elapsed = options.CommandStarted is { } t ? DateTimeOffset.UtcNow - t : Stopwatch.GetElapsedTime(started);
             session._resumeSeconds = elapsed.TotalSeconds;
             site.UpdateLocal(parcel.Name, s => s with { LastResumeSeconds = elapsed.TotalSeconds, LastResumed = DateTimeOffset.UtcNow, LastSeenHead = parcel.Head.Number });
@@ -132,9 +160,17 @@ public sealed class ParcelSession : IAsyncDisposable
     {
         var vm = _vm ?? throw new InvalidOperationException("no VM is running");
         long started = Stopwatch.GetTimestamp();
-        progress?.Report("saving the memory image");
-        var (image, newBytes) = await CaptureMemoryAsync(vm, ct);
-        await vm.QuitAsync();
+        if (_transfers != null) await _transfers.StopAsync();
+        IReadOnlyList<ChunkRef>? image = null;
+        long newBytes = 0;
+        if (_stopped is null)
+        {
+            progress?.Report("saving the memory image");
+            (image, newBytes) = await CaptureMemoryAsync(vm, ct);
+            vm.ProcessExited -= OnVmExited;
+            await vm.QuitAsync();
+        }
+        else progress?.Report($"{_stopped}: keeping the disk as a version without a memory image (the next resume boots from the disk)");
         await _disk.FlushAsync(ct);
         await PrepareAsync(image, ct);
         await StopServingAsync();
@@ -144,14 +180,15 @@ public sealed class ParcelSession : IAsyncDisposable
             progress?.Report("committing a new version");
             committed = await Checkin.RunAsync(_site, _parcel.Home, _parcel.Name, releaseLock: false, null, ct);
         }
-        return new SuspendResult(Stopwatch.GetElapsedTime(started).TotalSeconds, image.Sum(c => (long)c.Length), image.Count, newBytes, committed);
+        return new SuspendResult(Stopwatch.GetElapsedTime(started).TotalSeconds, image?.Sum(c => (long)c.Length) ?? 0, image?.Count ?? 0, newBytes, committed,
+            _stopped);
     }
 
     /// <summary>A checkpoint while the VM keeps running: pause, capture memory and freeze the dirty set, continue, then
     /// upload and commit (the lock stays).</summary>
     public async Task<SuspendResult> SyncAsync(IProgress<string>? progress, CancellationToken ct)
     {
-        var vm = _vm ?? throw new InvalidOperationException("no VM is running");
+        var vm = _vm is { HasExited: false } running ? running : throw new InvalidOperationException(_stopped ?? "no VM is running");
         long started = Stopwatch.GetTimestamp();
         progress?.Report("capturing the memory image");
         var (image, newBytes) = await CaptureMemoryAsync(vm, ct);
@@ -183,22 +220,73 @@ public sealed class ParcelSession : IAsyncDisposable
     }
 
     /// <summary>Signs the next version from the frozen dirty set and the image, and records it durably as pending.</summary>
-    private async Task PrepareAsync(IReadOnlyList<ChunkRef> image, CancellationToken ct)
+    private async Task PrepareAsync(IReadOnlyList<ChunkRef>? image, CancellationToken ct)
     {
         var changes = new Dictionary<long, ChunkRef>(_disk.FlushedChanges);
         _frozenChanges = changes;
+        var workingSet = _transfers is null ? null : await _transfers.SealWorkingSetAsync(ct);
         var prepared = await Committer.PrepareAsync(_parcel, _site, _fetcher, _base, changes, image, _descriptorTag, _parent,
-            Guid.NewGuid().ToString("N"), ct);
-        var blobs = changes.Values.Where(c => !c.IsZeroChunk).Select(c => c.Tag).Concat(image.Select(c => c.Tag))
-            .Concat(prepared.PageTags).Append(_descriptorTag).Distinct().Select(t => t.ToString()).ToList();
+            Guid.NewGuid().ToString("N"), ct, workingSet);
+        var blobs = changes.Values.Where(c => !c.IsZeroChunk).Select(c => c.Tag).Concat(image?.Select(c => c.Tag) ?? [])
+            .Concat(prepared.PageTags).Append(_descriptorTag).Concat(workingSet is { } w ? [w] : []).Distinct().Select(t => t.ToString()).ToList();
         new PendingCommit(prepared.Version, blobs, _base.Number).Save(_site.PendingCommitPath(_parcel.Name));
         _parent = prepared.Version;
     }
 
     public SessionStats Stats() => new(
-        _parcel.Name, _vm is { HasExited: false } ? "running" : "stopped", _base.Number, _resumeSeconds, _cold, _disk.Misses,
+        _parcel.Name, State, _base.Number, _resumeSeconds, _cold, _disk.Misses,
         _disk.GuestWaitTime.TotalSeconds, _fetcher.Counters.CacheBytes, _fetcher.Counters.HomeBytes, _disk.DirtyChunks, _disk.DirtyBytes,
-        _base.MemoryBytes, _vm?.ProcessId);
+        _base.MemoryBytes, _vm?.ProcessId,
+        _fetcher.Stalls.Select(w => $"chunk {w.Tag} since {w.Since:u} ({w.Attempts} attempts): {w.LastError}").ToList(), _vm?.Vnc?.ToString())
+        { Transfers = _transfers?.Stats() };
+
+    private string State =>
+        _stopped ?? _problem ?? (_fetcher.Stalls.Count > 0 ? $"paused: waiting for {_fetcher.Stalls.Count} chunks from {_parcel.Home.Describe}; continues by itself when they arrive"
+            : _vm is { HasExited: false } ? "running" : "stopped");
+
+    /// <summary>A read failed (home unreachable, or a chunk that fails verification): QEMU paused the VM (rerror=stop).
+    /// Watch the fetches and continue the VM when they have landed; QEMU then retries the read.</summary>
+    private void OnVmEvent(object? sender, QmpEvent e)
+    {
+        if (e.Name != "BLOCK_IO_ERROR" || Interlocked.Exchange(ref _watchingStalls, 1) == 1) return;
+        _ = Task.Run(WatchStallsAsync);
+    }
+
+    private async Task WatchStallsAsync()
+    {
+        try
+        {
+            while (!_stop.IsCancellationRequested && _vm is { HasExited: false } vm)
+            {
+                await Task.Delay(500, _stop.Token);
+                if (_fetcher.Failures.Count > 0)
+                {
+                    var (tag, why) = _fetcher.Failures.First();
+                    _problem = $"paused: chunk {tag} of parcel '{_parcel.Name}' failed verification at every source ({why}); the guest was not given it";
+                    continue;
+                }
+                if (_fetcher.Stalls.Count > 0) continue;
+                if (await vm.QueryStatusAsync(_stop.Token) == "io-error") await vm.ContinueAsync(_stop.Token);
+                return;
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or QmpConnectionClosedException or QemuVmException) { }
+        finally
+        {
+            Interlocked.Exchange(ref _watchingStalls, 0);
+        }
+    }
+
+    private void OnVmExited(object? sender, QemuExitedEventArgs e)
+    {
+        _stopped = e.Reason switch
+        {
+            QemuExitReason.GuestPoweredOff => "the guest powered off",
+            _ => $"QEMU stopped unexpectedly (exit code {e.ExitCode}): {e.OutputTail.Trim()}",
+        };
+        // Keep everything the guest wrote: journal it now, as a FLUSH would.
+        _ = _disk.FlushAsync(CancellationToken.None).AsTask().ContinueWith(_ => { }, TaskScheduler.Default);
+    }
 
     private async Task StopServingAsync()
     {
@@ -209,6 +297,8 @@ public sealed class ParcelSession : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_transfers != null) await _transfers.DisposeAsync();
+        _fetcher.Dispose();
         if (_vm != null) await _vm.DisposeAsync();
         if (!_stop.IsCancellationRequested) await StopServingAsync();
         _disk.Dispose();

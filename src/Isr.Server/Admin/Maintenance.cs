@@ -49,7 +49,7 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
         {
             foreach (var root in v.Record.RootTags())
             {
-                if (root.ToString() == v.Record.DescriptorTag) { referenced.Add(root); continue; }
+                if (v.Record.SealedTags().Contains(root)) { referenced.Add(root); continue; } // descriptor, working set
                 try
                 {
                     await ChunkListTree.CollectTagsAsync(root, async (tag, token) =>
@@ -134,9 +134,8 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
                 return ok;
             }
 
-            ChunkTag descriptor = ChunkTag.Parse(v.Record.DescriptorTag);
-            await VerifyAsync(descriptor, keep: false);
-            foreach (var root in v.Record.RootTags().Where(t => t != descriptor)) await WalkAsync(root);
+            foreach (var sealedBlob in v.Record.SealedTags()) await VerifyAsync(sealedBlob, keep: false);
+            foreach (var root in v.Record.TreeRootTags()) await WalkAsync(root);
         }
         return new FsckReport(versions.Count, good.Count, problems);
     }

@@ -160,6 +160,7 @@ internal static class ParcelEndpoints
         Framing.ParseTag(v.DescriptorTag, "descriptorTag");
         Framing.ParseTag(v.DiskRoot, "diskRoot");
         if (v.MemoryRoot.Length > 0) Framing.ParseTag(v.MemoryRoot, "memoryRoot");
+        if (v.HasWorkingSet) Framing.ParseTag(v.WorkingSetTag!, "workingSetTag");
         if (v.ChunkSize <= 0 || v.DiskSize < 0 || v.MemoryChunks < 0 || v.MemoryBytes < 0) throw ApiException.BadRequest("version sizes are out of range");
     }
 

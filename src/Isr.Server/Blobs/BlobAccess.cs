@@ -49,9 +49,8 @@ public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
         if (Interlocked.Exchange(ref _epoch, epoch) != epoch || _complete.Count > MaxRemembered) _complete.Clear();
 
         var missing = new List<ChunkTag>();
-        var descriptor = ChunkTag.Parse(version.DescriptorTag);
-        missing.AddRange(await blobs.MissingAsync(userId, [descriptor], ct));
-        foreach (var root in version.RootTags().Where(t => t != descriptor).Distinct())
+        missing.AddRange(await blobs.MissingAsync(userId, version.SealedTags().ToList(), ct)); // descriptor, working set
+        foreach (var root in version.TreeRootTags().Distinct())
             await CheckPageAsync(userId, root, missing, new HashSet<ChunkTag>(), ct);
         return missing.Distinct().ToList();
     }

@@ -1,0 +1,185 @@
+using Isr.Client.Cache;
+using Isr.Client.Disk;
+using Isr.Client.Homes;
+using Isr.Client.Site;
+using Isr.Client.Transfer;
+using Isr.Format;
+
+namespace Isr.Client.Session;
+
+/// <summary>State-transfer policies at resume (the seeds' Figure 4/5).</summary>
+public enum TransferPolicy
+{
+    /// <summary>Memory image first, disk chunks when the guest reads them (plus working-set and background prefetch).</summary>
+    Demand,
+    /// <summary>Copy-in: every blob of the version into the site cache before the VM starts.</summary>
+    Baseline,
+}
+
+/// <summary>What to fetch ahead of the guest after a resume.</summary>
+public enum PrefetchMode
+{
+    None,
+    /// <summary>The chunks the guest touched first after the previous resume, in that order, alongside the memory image (default).</summary>
+    WorkingSet,
+    /// <summary>The working set, then the rest of the disk in the background at low priority.</summary>
+    All,
+}
+
+/// <summary>A session's transfers beyond demand fetching; bytes are ciphertext as moved. <see cref="SessionStats.HomeBytes"/>
+/// counts what the session's fetcher got from the home (demand: the guest's misses, the memory image, keyring leaves);
+/// prefetch and copy-in fetch on their own (never waiting on, nor stalling, the guest's fetches) and are counted apart.</summary>
+/// <param name="CopyInBytes">Fetched from the home by the baseline policy's copy-in, before the VM started.</param>
+/// <param name="DemandHomeBytes">Fetched from the home because the guest (or the memory image) needed it.</param>
+/// <param name="PrefetchBytes">Fetched from the home by working-set and background prefetch (chunks, keyring leaves, the working set).</param>
+/// <param name="PrefetchHits">Chunks the guest read for the first time that prefetch had fetched.</param>
+/// <param name="WorkingSetReplayed">Chunks in the working set recorded at the previous resume (fetched first).</param>
+/// <param name="WorkingSetRecorded">Chunks recorded so far for the next resume.</param>
+/// <param name="TouchedChunks">Distinct disk chunks the guest has read.</param>
+/// <param name="TrickledBytes">Dirty chunks uploaded in the background while the VM ran (check-in skips them).</param>
+public sealed record SessionTransferStats(
+    TransferPolicy Policy, long CopyInBytes, long CopyInBlobs, long DemandHomeBytes, long PrefetchBytes, long PrefetchChunks, long PrefetchHits,
+    long WorkingSetReplayed, long WorkingSetRecorded, long TouchedChunks, bool PrefetchDone, long TrickledChunks, long TrickledBytes,
+    long TotalHomeBytes);
+
+/// <summary>
+/// The transfers of one session beyond demand fetching: baseline copy-in, working-set replay (alongside the memory
+/// image), background prefetch of the rest of the disk (yielding to the guest's misses), working-set recording, and
+/// trickle upload of dirty chunks (server homes). Stopped at suspend.
+/// </summary>
+public sealed class SessionTransfers : IAsyncDisposable
+{
+    private readonly OpenedParcel _parcel;
+    private readonly SiteDirectory _site;
+    private readonly ChunkFetcher _fetcher;
+    private readonly ParcelDisk _disk;
+    private readonly VersionRecord _version;
+    private readonly ResumeOptions _options;
+    private readonly Action<string>? _log;
+    private readonly WorkingSetRecorder _recorder;
+    private readonly Prefetcher _prefetcher;
+    private readonly CancellationTokenSource _stop = new();
+    private Hoarder? _copyIn;
+    private readonly Hoarder _direct; // prefetch's own fetches: cache → home, verified, no retries (a failing home stops prefetch, never the guest)
+    private Trickle? _trickle;
+    private Task _workingSet = Task.CompletedTask, _background = Task.CompletedTask, _trickling = Task.CompletedTask;
+    private long _replayed, _hits;
+    private volatile bool _prefetchDone;
+
+    public SessionTransfers(OpenedParcel parcel, SiteDirectory site, ChunkFetcher fetcher, ParcelDisk disk, VersionRecord version,
+        ResumeOptions options, Action<string>? log = null)
+    {
+        (_parcel, _site, _fetcher, _disk, _version, _options, _log) = (parcel, site, fetcher, disk, version, options, log);
+        _direct = new Hoarder(site.Cache, parcel.Home.Chunks, new HoardOptions { Concurrency = 8 });
+        _prefetcher = new Prefetcher(async (tag, ct) => (await _direct.FetchAsync(tag, ct)), site.Cache.Contains, () => disk.Misses);
+        _recorder = new WorkingSetRecorder(disk.ChunkCount)
+        {
+            FirstTouch = index => { if (_prefetcher.Fetched(index)) Interlocked.Increment(ref _hits); },
+        };
+        disk.ChunkRead = _recorder.Touch;
+    }
+
+    public WorkingSetRecorder Recorder => _recorder;
+    public Prefetcher Prefetcher => _prefetcher;
+    public Trickle? Trickle => _trickle;
+
+    /// <summary>Baseline policy: fetches every blob of the version into the site cache (many requests in flight).</summary>
+    public async Task CopyInAsync(IProgress<string>? progress, CancellationToken ct)
+    {
+        _copyIn = new Hoarder(_site.Cache, _parcel.Home.Chunks, new HoardOptions { Concurrency = 16 });
+        progress?.Report($"copying in version {_version.Number} before starting the VM (baseline policy)");
+        int lastTenth = -1;
+        var report = new InlineProgress<HoardProgress>(p =>
+        {
+            int tenth = p.ToFetch == 0 ? 10 : p.Done * 10 / p.ToFetch;
+            if (tenth == lastTenth || p.Done == 0) return;
+            lastTenth = tenth;
+            progress?.Report($"copy-in: {p.Done} of {p.ToFetch} blobs, {p.BytesFetched / 1e6:F1} MB");
+        });
+        var result = await _copyIn.HoardAsync(_parcel.Name, _version, report, w => progress?.Report("WARNING: " + w), ct);
+        progress?.Report($"copy-in done: {result.Fetched} blobs ({result.BytesFetched / 1e6:F1} MB) fetched, {result.AlreadyCached} were cached");
+    }
+
+    /// <summary>Fetches the working set recorded at the previous resume, in its order, alongside the memory image.</summary>
+    public void StartWorkingSetReplay()
+    {
+        if (_options.Prefetch == PrefetchMode.None || !_version.HasWorkingSet) return;
+        var ct = _stop.Token;
+        _workingSet = Task.Run(async () =>
+        {
+            try
+            {
+                var tag = ChunkTag.Parse(_version.WorkingSetTag!);
+                var blob = await _site.Cache.GetAsync(tag, ct) is { } cached && tag.Matches(cached) ? cached : await _direct.FetchAsync(tag, ct);
+                var indices = WorkingSet.Open(blob, _parcel.Keys, _parcel.Info.Id);
+                Interlocked.Exchange(ref _replayed, indices.Count);
+                await _prefetcher.RunAsync(WorkingSet.ResolveAsync(indices, _version, _direct.LoadPageAsync, _parcel.Keys, ct),
+                    new PrefetchOptions { Concurrency = 8, YieldToDemand = false }, ct);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+            catch (Exception e) { _log?.Invoke($"working-set prefetch of '{_parcel.Name}' stopped: {e.Message}"); }
+        }, CancellationToken.None);
+    }
+
+    /// <summary>Once the guest runs: prefetch the rest of the disk at low priority, and trickle dirty chunks home (server homes).</summary>
+    public void StartBackground()
+    {
+        var ct = _stop.Token;
+        if (_options.Prefetch == PrefetchMode.All)
+            _background = Task.Run(async () =>
+            {
+                try
+                {
+                    await _workingSet;
+                    var rest = Prefetcher.Indexed(ChunkListTree.ReadAllAsync(_version.DiskRootTag, _version.DiskChunks, _direct.LoadPageAsync, _parcel.Keys, ct), ct);
+                    await _prefetcher.RunAsync(rest, new PrefetchOptions { Concurrency = 2, YieldToDemand = true }, ct);
+                    _prefetchDone = true;
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+                catch (Exception e) { _log?.Invoke($"background prefetch of '{_parcel.Name}' stopped: {e.Message}"); }
+            }, CancellationToken.None);
+        if (_parcel.Home is ServerParcelHome && _options.TrickleBytesPerSecond is > 0 and var rate)
+        {
+            _trickle = new Trickle(() => _disk.FlushedChanges.Values, _site.Cache, _parcel.Home.Chunks, new TokenBucket(rate));
+            _trickling = Task.Run(() => _trickle.RunAsync(ct), CancellationToken.None);
+        }
+    }
+
+    /// <summary>Stops prefetch and trickle (at suspend); what they moved stays.</summary>
+    public async Task StopAsync()
+    {
+        if (!_stop.IsCancellationRequested) _stop.Cancel();
+        foreach (var task in new[] { _workingSet, _background, _trickling })
+            try { await task; } catch (Exception) { /* logged by the task; stopping must not fail a suspend */ }
+    }
+
+    /// <summary>Seals the chunk order recorded since the resume into the site cache (durable): the next version names it.</summary>
+    public async Task<ChunkTag?> SealWorkingSetAsync(CancellationToken ct)
+    {
+        var indices = _recorder.Snapshot();
+        if (indices.Count == 0) return null;
+        var (tag, blob) = WorkingSet.Seal(indices, _parcel.Keys, _parcel.Info.Id);
+        await _site.DurableCache.PutAsync(tag, blob, ct);
+        return tag;
+    }
+
+    public SessionTransferStats Stats()
+    {
+        long demand = _fetcher.Counters.HomeBytes, copyIn = _copyIn?.BytesFetched ?? 0, prefetch = _direct.BytesFetched;
+        return new SessionTransferStats(_options.Policy, copyIn, _copyIn?.BlobsFetched ?? 0, demand,
+            prefetch, _prefetcher.Chunks, Interlocked.Read(ref _hits), Interlocked.Read(ref _replayed), _recorder.Snapshot().Count,
+            _recorder.Touched, _prefetchDone, _trickle?.Chunks ?? 0, _trickle?.Bytes ?? 0, demand + prefetch + copyIn);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync();
+        _stop.Dispose();
+    }
+}
+
+/// <summary>Reports on the caller's thread (Progress&lt;T&gt; would post to the thread pool, out of order).</summary>
+internal sealed class InlineProgress<T>(Action<T> report) : IProgress<T>
+{
+    public void Report(T value) => report(value);
+}
