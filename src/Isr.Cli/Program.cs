@@ -7,7 +7,8 @@ var root = new RootCommand("""
     you suspend at one site and resume at another.
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 wrong password, 4 no such parcel/version, 5 conflict,
-    6 this site cannot run the parcel's VM, 7 data failed verification, 8 the server cannot be reached.
+    6 this site cannot run the parcel's VM, 7 data failed verification, 8 the server cannot be reached,
+    9 the server refuses this site (session revoked or expired, account disabled).
     Environment: ISR_HOME (site state, default ~/.isr), ISR_STORE (default parcel store), ISR_PASSWORD (for scripts).
     """);
 root.Subcommands.Add(CreateCommand.Build());

@@ -87,7 +87,7 @@ public sealed record VersionRecord
         var b = new List<byte>();
         void Str(string s) { var bytes = Encoding.UTF8.GetBytes(s); Long(bytes.Length); b.AddRange(bytes); }
         void Long(long v) { Span<byte> x = stackalloc byte[8]; BinaryPrimitives.WriteInt64LittleEndian(x, v); b.AddRange(x.ToArray()); }
-        Long(Format); Str(ParcelId); Str(CommitId); Str(ParentMac); Long(Created.ToUnixTimeMilliseconds());
+        Long(Format); Str(ParcelId); Str(CommitId); Str(ParentMac); Long(Created.UtcTicks);
         Long(ChunkSize); Long(DiskSize); Str(DiskRoot); Str(MemoryRoot); Long(MemoryChunks); Long(MemoryBytes); Str(DescriptorTag);
         if (HasWorkingSet) Str(WorkingSetTag!); // optional, last: records without one keep their MAC
         return HMACSHA256.HashData(keys.VersionMacKey, b.ToArray());

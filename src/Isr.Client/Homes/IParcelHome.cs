@@ -40,5 +40,7 @@ public interface IParcelHome
 }
 
 public sealed class WrongPasswordException(string message) : Exception(message);
+/// <summary>The home refuses this site: a revoked or expired session, or a disabled account.</summary>
+public sealed class NotAuthorizedException(string message) : Exception(message);
 public sealed class ParcelNotFoundException(string message) : Exception(message);
 public sealed class CommitConflictException(string message) : Exception(message);

@@ -125,6 +125,11 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
             return await call();
         }
         catch (ServerException e) when (e.Code == "not_found") { throw new ParcelNotFoundException(e.Message); }
+        catch (ServerException e) when (e.Code == "user_disabled") { throw new NotAuthorizedException($"the account is disabled at the server: {e.Message}"); }
+        catch (ServerException e) when (e.Code == "unauthorized")
+        {
+            throw new NotAuthorizedException($"this site's session at the server was revoked or has expired ({e.Message}): run 'isr login' again");
+        }
         catch (ServerException e) when (e.Code == "conflict") { throw new CommitConflictException(e.Message); }
         catch (ServerException e) when (e.Code == "locked")
         {
