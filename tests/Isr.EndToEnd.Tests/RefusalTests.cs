@@ -26,7 +26,9 @@ public sealed class RefusalTests
 
         await site.IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
         await TestServer.Admin("user", "disable", TestServer.User, "--data", server.DataDirectory);
-        var (disabled, _, disabledErr) = await site.IsrAsync("ls");
+        var (cut, _, _) = await site.IsrAsync("ls");       // disabling revokes the account's sessions
+        Assert.Equal(9, cut);
+        var (disabled, _, disabledErr) = await site.IsrAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
         Assert.Equal(9, disabled);
         Assert.Contains("disabled", disabledErr);
     }
@@ -47,5 +49,38 @@ public sealed class RefusalTests
         Assert.Equal(6, code);
         Assert.Contains("kvm", stderr);
         Assert.False(File.Exists(Path.Combine(site.Home, "parcels", "box", "pending-commit.json")));
+    }
+}
+
+/// <summary>Password changes keep every key (no parcel is re-encrypted) and retire the old password.</summary>
+public sealed class PasswordChangeTests
+{
+    [Fact]
+    public async Task Passwd_at_the_server_rewraps_the_keys_under_the_new_password()
+    {
+        await using var site = new TestSite();
+        await using var server = await TestServer.StartAsync(site.Root, TestSite.Password);
+        await site.IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
+        await site.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage());
+        var before = new SiteDirectory(site.Home).Login!;
+        var unlockedBefore = await new ServerParcelHome(before).UnlockAsync(TestSite.Password, default);
+
+        const string fresh = "a much longer new passphrase";
+        var newPasswordFile = Path.Combine(site.Root, "new-password");
+        await File.WriteAllTextAsync(newPasswordFile, fresh);
+        await site.IsrOkAsync("passwd", "--new-password-file", newPasswordFile);
+
+        var after = new SiteDirectory(site.Home).Login!;
+        using var home = new ServerParcelHome(after);
+        await Assert.ThrowsAsync<WrongPasswordException>(async () => await home.UnlockAsync(TestSite.Password, default));
+        var unlockedAfter = await home.UnlockAsync(fresh, default);
+        Assert.Equal(unlockedBefore.DomainSecret, unlockedAfter.DomainSecret); // same keys: nothing re-encrypted
+        // The server accepts the new password at login and refuses the old one.
+        var (old, _, _) = await site.IsrAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
+        Assert.Equal(3, old);
+        var (code, _, stderr) = await site.IsrWithPasswordAsync(fresh, "login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
+        Assert.True(code == 0, stderr);
+        var opened = await OpenedParcel.OpenAsync(new ServerParcelHome(new SiteDirectory(site.Home).Login!), unlockedAfter, "box", default);
+        Assert.Equal(1, opened.Head.Number);
     }
 }

@@ -14,17 +14,22 @@ public static class SuspendCommand
         var command = new Command("suspend", "Suspend the parcel's VM: save its memory image and disk changes as a new version") { Cli.Parcel, Cli.Json };
         command.SetAction(async (parse, ct) =>
         {
-            var site = Cli.Site();
             string name = parse.GetValue(Cli.Parcel)!;
-            var result = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "suspend", Parcel = name },
-                m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct, startIfNeeded: false)
-                ?? throw new InvalidOperationException($"parcel '{name}' is not running at this site (no site daemon)");
-            var suspended = result.Deserialize<SuspendResult>(DaemonJson.Options)!;
+            var suspended = await SendToSessionAsync(parse, "suspend", name, ct);
             Cli.Print(parse, suspended, () => AnsiConsole.WriteLine(
                 $"suspended {name} in {suspended.Seconds:F2} s: memory image {Cli.Bytes(suspended.MemoryImageBytes)} ({Cli.Bytes(suspended.MemoryImageNewBytes)} new); " +
                 (suspended.Committed is { } c ? $"version {c.Version}, sent {Cli.Bytes(c.BytesUploaded)}" : "kept at this site: run 'isr checkin' to send it home and release the lock")));
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Sends a request to the parcel's running session (suspend, sync), printing its progress lines.</summary>
+    public static async Task<SuspendResult> SendToSessionAsync(ParseResult parse, string op, string parcel, CancellationToken ct)
+    {
+        var result = await DaemonClient.SendAsync(Cli.Site(), new DaemonRequest { Op = op, Parcel = parcel },
+            m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct, startIfNeeded: false)
+            ?? throw new InvalidOperationException($"parcel '{parcel}' is not running at this site (no site daemon)");
+        return result.Deserialize<SuspendResult>(DaemonJson.Options)!;
     }
 }

@@ -1,6 +1,4 @@
 using System.CommandLine;
-using System.Text.Json;
-using Isr.Client.Daemon;
 using Isr.Client.Session;
 using Spectre.Console;
 
@@ -14,12 +12,8 @@ public static class SyncCommand
         var command = new Command("sync", "Checkpoint the running parcel: pause briefly, capture memory and disk, continue, upload and commit") { Cli.Parcel, Cli.Json };
         command.SetAction(async (parse, ct) =>
         {
-            var site = Cli.Site();
             string name = parse.GetValue(Cli.Parcel)!;
-            var result = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "sync", Parcel = name },
-                m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct, startIfNeeded: false)
-                ?? throw new InvalidOperationException($"parcel '{name}' is not running at this site (no site daemon)");
-            var synced = result.Deserialize<SuspendResult>(DaemonJson.Options)!;
+            var synced = await SuspendCommand.SendToSessionAsync(parse, "sync", name, ct);
             Cli.Print(parse, synced, () => AnsiConsole.MarkupLineInterpolated(
                 $"synced [bold]{name}[/] as version {synced.Committed?.Version} in {synced.Seconds:F2} s; the VM kept running"));
             return 0;

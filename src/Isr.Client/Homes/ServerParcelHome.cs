@@ -164,6 +164,10 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         {
             throw new WrongPasswordException($"wrong password for user {user} at {url}");
         }
+        catch (ServerException e) when (e.Code == "user_disabled")
+        {
+            throw new NotAuthorizedException($"the account {user} is disabled at {url}: {e.Message}");
+        }
         return new LoginRecord(url, user, presented, answer.Token, answer.WrappedSecrets, answer.Kdf);
     }
 
