@@ -22,9 +22,17 @@ public sealed class TestSite : IAsyncDisposable
 
     public async Task<(int Code, string Stdout, string Stderr)> IsrAsync(params string[] args) => await IsrWithPasswordAsync(Password, args);
 
-    public async Task<(int Code, string Stdout, string Stderr)> IsrWithPasswordAsync(string password, params string[] args)
+    /// <summary>Runs isr with ISR_KILL_AT set: it SIGKILLs itself at that step (see KillPoint).</summary>
+    public Task<(int Code, string Stdout, string Stderr)> IsrKilledAtAsync(string step, params string[] args) =>
+        IsrWithPasswordAsync(Password, args, new() { ["ISR_KILL_AT"] = step });
+
+    public async Task<(int Code, string Stdout, string Stderr)> IsrWithPasswordAsync(string password, params string[] args) =>
+        await IsrWithPasswordAsync(password, args, null);
+
+    private async Task<(int Code, string Stdout, string Stderr)> IsrWithPasswordAsync(string password, string[] args, Dictionary<string, string>? extra)
     {
         var env = new Dictionary<string, string> { ["ISR_HOME"] = Home, ["ISR_PASSWORD"] = password, ["DISPLAY"] = "", ["ISR_SITE_NAME"] = Name };
+        foreach (var (k, v) in extra ?? []) env[k] = v;
         return await TestEnvironment.RunAsync("dotnet", [TestEnvironment.IsrDll, .. args], env, TimeSpan.FromMinutes(3));
     }
 

@@ -30,9 +30,12 @@ public static class Checkin
         else
         {
             var (count, bytes) = await Uploader.UploadMissingAsync(site.Cache, home.Chunks, pending.BlobTags, progress, ct);
+            KillPoint.Reach("checkin.after-upload");
             var committed = await home.CommitAsync(parcel, pending.Version, ct);
+            KillPoint.Reach("checkin.after-commit");
             if (rebase != null) await rebase(committed);
             else DirtyJournal.WriteEmpty(site.JournalPath(parcel), committed.Number);
+            KillPoint.Reach("checkin.after-journal");
             File.Delete(site.PendingCommitPath(parcel));
             site.UpdateLocal(parcel, s => s with { LastSeenHead = committed.Side ? s.LastSeenHead : committed.Number });
             result = new CheckinResult(committed.Number, committed.Side, count, bytes, false);

@@ -1,0 +1,44 @@
+using System.Text.Json;
+
+namespace Isr.EndToEnd.Tests;
+
+/// <summary>The client is SIGKILLed at each step of a check-in (deterministic kill points, not sleeps): the next
+/// check-in completes it, with no duplicate version, nothing lost, and the parcel resumable at another site.</summary>
+public sealed class KillPointTests
+{
+    [Fact]
+    public async Task Checkin_killed_at_every_step_completes_once_on_retry()
+    {
+        TestEnvironment.RequireProgram("qemu-system-x86_64");
+        await using var a = new TestSite("site-a");
+        await using var b = new TestSite("site-b");
+        await using var server = await TestServer.StartAsync(a.Root, TestSite.Password);
+        foreach (var site in new[] { a, b })
+            await site.IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
+        await a.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage());
+        var console = Path.Combine(a.Root, "console-a.log");
+        await a.IsrJsonAsync("resume", "box", "--headless", "--serial", console);
+        await SerialConsole.WaitForTicksAsync(console, 3, TimeSpan.FromSeconds(120));
+        await a.IsrJsonAsync("suspend", "box");
+        var before = SerialConsole.Ticks(console)[^1];
+
+        foreach (var step in new[] { "checkin.after-upload", "checkin.after-commit", "checkin.after-journal" })
+        {
+            var (code, _, stderr) = await a.IsrKilledAtAsync(step, "checkin", "box");
+            Assert.True(code == 137, $"expected a SIGKILL at {step}, got {code}: {stderr}");
+            Assert.Contains($"killed at {step}", stderr);
+        }
+        var done = await a.IsrJsonAsync("checkin", "box");
+        Assert.Equal(2, done.GetProperty("version").GetInt64());
+        Assert.True(done.GetProperty("lockReleased").GetBoolean());
+        var versions = (await b.IsrJsonAsync("ls", "-l"))[0].GetProperty("versions").EnumerateArray().ToList();
+        Assert.Equal(2, versions.Count); // three interrupted check-ins and one complete one made exactly one version
+
+        var consoleB = Path.Combine(b.Root, "console-b.log");
+        await b.IsrJsonAsync("resume", "box", "--headless", "--serial", consoleB);
+        var first = (await SerialConsole.WaitForTicksAsync(consoleB, 1, TimeSpan.FromSeconds(120)))[0];
+        Assert.Equal(before.Seed, first.Seed);
+        Assert.InRange(first.Counter, before.Counter + 1, before.Counter + 2);
+        await b.IsrJsonAsync("suspend", "box");
+    }
+}
