@@ -8,7 +8,7 @@ var root = new RootCommand("""
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 wrong password, 4 no such parcel/version, 5 conflict,
     6 this site cannot run the parcel's VM, 7 data failed verification, 8 the server cannot be reached,
-    9 the server refuses this site (session revoked or expired, account disabled).
+    9 the server refuses this site (session revoked or expired, account disabled), 10 (status) not safe to leave yet.
     Environment: ISR_HOME (site state, default ~/.isr), ISR_STORE (default parcel store), ISR_PASSWORD (for scripts).
     """);
 root.Subcommands.Add(CreateCommand.Build());
@@ -18,6 +18,7 @@ root.Subcommands.Add(LsCommand.Build());
 root.Subcommands.Add(StatCommand.Build());
 root.Subcommands.Add(DiscardCommand.Build());
 root.Subcommands.Add(CheckinCommand.Build());
+root.Subcommands.Add(StatusCommand.Build());
 root.Subcommands.Add(HoardCommand.Build());
 root.Subcommands.Add(SyncCommand.Build());
 root.Subcommands.Add(LoginCommand.Build());

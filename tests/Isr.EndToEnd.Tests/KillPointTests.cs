@@ -22,6 +22,10 @@ public sealed class KillPointTests
         await a.IsrJsonAsync("suspend", "box");
         var before = SerialConsole.Ticks(console)[^1];
 
+        var (unsafeCode, unsafeOut, _) = await a.IsrAsync("status", "--json");
+        Assert.Equal(10, unsafeCode); // suspended but not checked in: not safe to leave
+        Assert.True(JsonDocument.Parse(unsafeOut).RootElement[0].GetProperty("pendingCheckin").GetBoolean());
+
         foreach (var step in new[] { "checkin.after-upload", "checkin.after-commit", "checkin.after-journal" })
         {
             var (code, _, stderr) = await a.IsrKilledAtAsync(step, "checkin", "box");
@@ -31,6 +35,7 @@ public sealed class KillPointTests
         var done = await a.IsrJsonAsync("checkin", "box");
         Assert.Equal(2, done.GetProperty("version").GetInt64());
         Assert.True(done.GetProperty("lockReleased").GetBoolean());
+        Assert.True((await a.IsrJsonAsync("status"))[0].GetProperty("safeToLeave").GetBoolean());
         var versions = (await b.IsrJsonAsync("ls", "-l"))[0].GetProperty("versions").EnumerateArray().ToList();
         Assert.Equal(2, versions.Count); // three interrupted check-ins and one complete one made exactly one version
 
