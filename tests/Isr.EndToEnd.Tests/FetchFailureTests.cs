@@ -18,8 +18,7 @@ public sealed class FetchFailureTests
         await using var a = new TestSite("site-a");
         await using var b = new TestSite("site-b");
         await using var server = await TestServer.StartAsync(a.Root, TestSite.Password);
-        foreach (var site in new[] { a, b })
-            await site.IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
+        foreach (var site in new[] { a, b }) await site.LoginAsync(server);
 
         await a.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage());
         var consoleA = Path.Combine(a.Root, "console-a.log");

@@ -14,7 +14,7 @@ public sealed class RefusalTests
     {
         await using var site = new TestSite();
         await using var server = await TestServer.StartAsync(site.Root, TestSite.Password);
-        await site.IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
+        await site.LoginAsync(server);
         await site.IsrOkAsync("ls");
 
         // A token revoked at the server (here: by logging out from a copy of this site's login).
@@ -24,7 +24,7 @@ public sealed class RefusalTests
         Assert.Equal(9, revoked);
         Assert.Contains("revoked or has expired", revokedErr);
 
-        await site.IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
+        await site.LoginAsync(server);
         await TestServer.Admin("user", "disable", TestServer.User, "--data", server.DataDirectory);
         var (cut, _, _) = await site.IsrAsync("ls");       // disabling revokes the account's sessions
         Assert.Equal(9, cut);
@@ -60,7 +60,7 @@ public sealed class PasswordChangeTests
     {
         await using var site = new TestSite();
         await using var server = await TestServer.StartAsync(site.Root, TestSite.Password);
-        await site.IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
+        await site.LoginAsync(server);
         await site.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage());
         var before = new SiteDirectory(site.Home).Login!;
         var unlockedBefore = await new ServerParcelHome(before).UnlockAsync(TestSite.Password, default);

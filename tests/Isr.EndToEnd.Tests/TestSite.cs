@@ -52,6 +52,10 @@ public sealed class TestSite : IAsyncDisposable
         return json;
     }
 
+    /// <summary>`isr login` to the test server, pinning its certificate.</summary>
+    public Task<string> LoginAsync(TestServer server) =>
+        IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
+
     public string DaemonLog()
     {
         var log = Path.Combine(Home, "daemon.log");

@@ -30,8 +30,8 @@ public sealed class TwoSiteCycleTests
         var (wrong, _, _) = await a.IsrWithPasswordAsync("not the password", "login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
         Assert.Equal(3, wrong);
         Assert.Null(new SiteDirectory(a.Home).Login);
-        await a.IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
-        await b.IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
+        await a.LoginAsync(server);
+        await b.LoginAsync(server);
 
         // Site A: create (encrypted here, only ciphertext uploaded), boot, work, suspend, check in.
         await a.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage("disk.qcow2"));
