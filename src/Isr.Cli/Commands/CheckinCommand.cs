@@ -22,8 +22,8 @@ public static class CheckinCommand
             string name = parse.GetValue(Cli.Parcel)!;
             await RefuseWhileRunningAsync(site, name, "check it in", ct);
             var home = Cli.Home(parse, site, name);
-            var result = await Progress.RunAsync(parse, $"checking in {name}", progress =>
-                Checkin.RunAsync(site, home, name, releaseLock: !parse.GetValue(keepLock), new Progress<long>(b => progress.Report(0.5)), ct));
+            var result = await Progress.RunBytesAsync(parse, $"checking in {name}", progress =>
+                Checkin.RunAsync(site, home, name, releaseLock: !parse.GetValue(keepLock), progress, ct));
             Cli.Print(parse, result, () => AnsiConsole.WriteLine(
                 $"{name} is at version {result.Version}{(result.Side ? " (kept as a side version: the lock was broken or a newer version exists)" : "")}; " +
                 $"sent {result.ChunksUploaded} blobs ({Cli.Bytes(result.BytesUploaded)}){(result.LockReleased ? "; lock released: safe to leave this site" : "")}"));

@@ -19,4 +19,19 @@ public static class Progress
         });
         return result;
     }
+
+    /// <summary>For work whose total is not known up front (an upload asks the home what is missing first): a spinner and bytes so far.</summary>
+    public static async Task<T> RunBytesAsync<T>(ParseResult parse, string description, Func<IProgress<long>, Task<T>> work)
+    {
+        if (parse.GetValue(Cli.Json) || Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
+            return await work(new Progress<long>());
+        T result = default!;
+        await AnsiConsole.Progress().AutoClear(true).StartAsync(async context =>
+        {
+            var task = context.AddTask(description).IsIndeterminate();
+            result = await work(new Progress<long>(bytes => task.Description = $"{description}: {Cli.Bytes(bytes)} sent"));
+            task.Value = task.MaxValue;
+        });
+        return result;
+    }
 }

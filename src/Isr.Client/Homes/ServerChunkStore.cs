@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Net;
-using System.Runtime.CompilerServices;
 using Isr.Format;
 using Isr.Storage;
 
@@ -65,12 +64,6 @@ public sealed class ServerChunkStore(ServerConnection server) : IBatchChunkStore
     public ValueTask DeleteAsync(ChunkTag tag, CancellationToken ct) =>
         throw new NotSupportedException("sites never delete blobs on the server; the server's gc does");
 
-    public async IAsyncEnumerable<ChunkTag> ListAsync([EnumeratorCancellation] CancellationToken ct)
-    {
-        await Task.CompletedTask;
+    public IAsyncEnumerable<ChunkTag> ListAsync(CancellationToken ct) =>
         throw new NotSupportedException("sites do not list the server's blobs");
-#pragma warning disable CS0162
-        yield break;
-#pragma warning restore CS0162
-    }
 }

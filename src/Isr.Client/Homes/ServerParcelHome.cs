@@ -94,10 +94,6 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         return answer.Version;
     }
 
-    public async ValueTask<VersionRecord> RollbackAsync(string name, VersionRecord version, CancellationToken ct) =>
-        (await Call(() => _server.SendJsonAsync<CommitAnswer>(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/rollback",
-            new { commitId = version.CommitId, version }, ct, LockToken))).Version;
-
     private sealed record LockAnswer(string Token, LockInfo Lock);
 
     /// <summary>Takes the parcel's lock for this site (the same token again if this site already holds it).</summary>

@@ -12,8 +12,6 @@ public sealed record ParcelLocalState
     public long? LastSeenHead { get; init; }
     public double? LastResumeSeconds { get; init; }
     public DateTimeOffset? LastResumed { get; init; }
-    public long LastMemoryImageBytes { get; init; }
-    public long LastMemoryImageStoredBytes { get; init; }
 }
 
 /// <summary>
