@@ -125,7 +125,7 @@ public sealed class QemuInstallation
                 VmmVersion = versionString,
                 Package = version.TryGetProperty("package", out var pkg) ? pkg.GetString() ?? "" : "",
                 MachineTypes = machines,
-                Accelerators = UsableAccelerators(accelerators),
+                Accelerators = await UsableAcceleratorsAsync(binaryPath, accelerators, cts.Token).ConfigureAwait(false),
                 CpuModels = cpus,
                 DeviceTypes = devices,
                 DisplayBackends = displays,
@@ -137,20 +137,27 @@ public sealed class QemuInstallation
         }
     }
 
-    // Compiled-in accelerators are not all usable: kvm needs a read/write /dev/kvm.
-    private static List<string> UsableAccelerators(IReadOnlyList<string> compiledIn)
+    /// <summary>Forces the accelerators a site offers (e.g. <c>tcg</c>), bypassing the probe; comma-separated.</summary>
+    public const string AcceleratorsEnvironmentVariable = "ISR_ACCELERATORS";
+
+    // Compiled-in accelerators are not all usable: kvm needs a /dev/kvm that really runs guest code. A device node can
+    // exist and open while the host's virtualisation is broken (e.g. nested without VMX): QEMU then starts, reports an
+    // emulation failure and the guest never prints a byte, so the probe runs a few instructions under kvm.
+    private static async Task<List<string>> UsableAcceleratorsAsync(string binaryPath, IReadOnlyList<string> compiledIn, CancellationToken ct)
     {
+        if (Environment.GetEnvironmentVariable(AcceleratorsEnvironmentVariable) is { Length: > 0 } forced)
+            return forced.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Where(compiledIn.Contains).ToList();
         var usable = new List<string>();
         foreach (var accel in compiledIn)
         {
-            if (accel == "kvm" && !KvmUsable())
+            if (accel == "kvm" && !(KvmDeviceOpens() && await RunsGuestCodeAsync(binaryPath, "kvm", ct).ConfigureAwait(false)))
                 continue;
             usable.Add(accel);
         }
         return usable;
     }
 
-    private static bool KvmUsable()
+    private static bool KvmDeviceOpens()
     {
         try
         {
@@ -161,6 +168,67 @@ public sealed class QemuInstallation
         {
             return false;
         }
+    }
+
+    // A boot sector that enters 32-bit protected mode (flat GDT), returns through an iret, writes 'K' to COM1 and halts.
+    // The iret matters: hosts whose KVM runs real-mode code but fails to emulate it in protected mode (an emulation
+    // failure seen with nested virtualisation) would otherwise pass the probe and hang every real guest.
+    private static readonly byte[] KvmProbeCode =
+    [
+        0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0x0F, 0x01, 0x16, 0x58, 0x7C, 0x0F, 0x20, 0xC0, 0x66, 0x83, 0xC8,
+        0x01, 0x0F, 0x22, 0xC0, 0xEA, 0x19, 0x7C, 0x08, 0x00, 0x66, 0xB8, 0x10, 0x00, 0x8E, 0xD8, 0x8E,
+        0xD0, 0xBC, 0x00, 0x70, 0x00, 0x00, 0x9C, 0x6A, 0x08, 0x68, 0x2F, 0x7C, 0x00, 0x00, 0xCF, 0x66,
+        0xBA, 0xF8, 0x03, 0xB0, 0x4B, 0xEE, 0xF4, 0xEB, 0xFD, 0x8D, 0xB4, 0x26, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x9A, 0xCF, 0x00,
+        0xFF, 0xFF, 0x00, 0x00, 0x00, 0x92, 0xCF, 0x00, 0x17, 0x00, 0x40, 0x7C, 0x00, 0x00,
+    ];
+
+    /// <summary>True if QEMU under <paramref name="accelerator"/> runs a boot sector that prints to the serial port.</summary>
+    internal static async Task<bool> RunsGuestCodeAsync(string binaryPath, string accelerator, CancellationToken ct)
+    {
+        var image = Path.Combine(Path.GetTempPath(), $"isr-kvm-probe-{Environment.ProcessId}-{Guid.NewGuid():N}.img");
+        var sector = new byte[512];
+        KvmProbeCode.CopyTo(sector, 0);
+        sector[510] = 0x55;
+        sector[511] = 0xAA;
+        await File.WriteAllBytesAsync(image, sector, ct).ConfigureAwait(false);
+        var psi = new ProcessStartInfo(binaryPath) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "-accel", accelerator, "-machine", "pc", "-m", "16", "-display", "none", "-monitor", "none",
+                     "-serial", "stdio", "-no-reboot", "-drive", $"format=raw,file={image},if=ide" })
+            psi.ArgumentList.Add(a);
+        using var process = Process.Start(psi)!;
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(TimeSpan.FromSeconds(10));
+            var failed = WaitForLineAsync(process.StandardError, "internal error", timeout.Token); // KVM's emulation failure
+            var ran = WaitForLineAsync(process.StandardOutput, "K", timeout.Token);
+            if (await Task.WhenAny(ran, failed).ConfigureAwait(false) == failed && await failed.ConfigureAwait(false)) return false;
+            return await ran.ConfigureAwait(false);
+        }
+        finally
+        {
+            try { process.Kill(); } catch (InvalidOperationException) { }
+            File.Delete(image);
+        }
+    }
+
+    /// <summary>True once the stream shows <paramref name="text"/>; false at its end or when cancelled.</summary>
+    private static async Task<bool> WaitForLineAsync(StreamReader reader, string text, CancellationToken ct)
+    {
+        var seen = new System.Text.StringBuilder();
+        var buffer = new char[256];
+        try
+        {
+            int n;
+            while ((n = await reader.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0)
+            {
+                seen.Append(buffer, 0, n);
+                if (seen.ToString().Contains(text, StringComparison.Ordinal)) return true;
+            }
+        }
+        catch (OperationCanceledException) { }
+        return false;
     }
 
     private static async Task<string> RunHelpAsync(string binaryPath, string option, CancellationToken cancellationToken)

@@ -42,6 +42,19 @@ public class QemuProbeTests
     }
 
     [Fact]
+    public async Task Accelerator_probe_sees_the_boot_sector_run_and_kvm_is_offered_only_if_it_runs_code()
+    {
+        var qemu = QemuTestEnvironment.RequireQemu();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+
+        // The probe's own code path, under the accelerator that always works here: it must see the guest's byte.
+        Assert.True(await QemuInstallation.RunsGuestCodeAsync(qemu.BinaryPath, "tcg", cts.Token));
+        var caps = await qemu.GetCapabilitiesAsync(cts.Token);
+        bool kvmRuns = File.Exists("/dev/kvm") && await QemuInstallation.RunsGuestCodeAsync(qemu.BinaryPath, "kvm", cts.Token);
+        Assert.Equal(kvmRuns, caps.Accelerators.Contains("kvm"));
+    }
+
+    [Fact]
     public async Task Factory_builds_a_descriptor_this_site_can_resume()
     {
         var qemu = QemuTestEnvironment.RequireQemu();
