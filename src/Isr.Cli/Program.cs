@@ -27,5 +27,7 @@ root.Subcommands.Add(LockCommand.Build());
 root.Subcommands.Add(RollbackCommand.Build());
 root.Subcommands.Add(CleanCommand.Build());
 root.Subcommands.Add(PasswdCommand.Build());
+root.Subcommands.Add(LookasideCommand.Build());
+root.Subcommands.Add(LookasideCommand.BuildDongle());
 root.Subcommands.Add(DaemonCommand.Build());
 return await Cli.InvokeAsync(root, args);

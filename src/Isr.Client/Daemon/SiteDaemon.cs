@@ -163,7 +163,10 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
             progress.Report($"WARNING: the newest version of '{parcel}' at {home.Describe} is {opened.Head.Number}, older than version {seen} " +
                 "this site saw before: the home may be replaying an old state");
         site.UpdateLocal(parcel, s => s with { Store = home is DirectoryParcelHome d ? d.Root : "" });
-        return await ParcelSession.ResumeAsync(opened, site, request.Resume ?? new ResumeOptions(), progress, ct);
+        var options = request.Resume ?? new ResumeOptions();
+        var lookaside = Lookaside.LookasideSources.Open(options.Lookaside.Concat(Lookaside.LookasideSources.Configured(site)), site, secrets, opened.Codec,
+            m => progress.Report("WARNING: " + m));
+        return await ParcelSession.ResumeAsync(opened, site, options, progress, ct, lookaside);
     }
 
     private static string Require(string? value) => value ?? throw new ArgumentException("request is missing a field");

@@ -28,6 +28,8 @@ public sealed record ResumeOptions
     public PrefetchMode Prefetch { get; init; } = PrefetchMode.WorkingSet;
     /// <summary>Upload dirty chunks in the background at this rate while the VM runs (server homes); 0: no trickle.</summary>
     public double TrickleBytesPerSecond { get; init; } = 2_000_000;
+    /// <summary>Lookaside sources to ask before the home (dongle, media, jukebox URL), besides the site's configured ones.</summary>
+    public IReadOnlyList<string> Lookaside { get; init; } = [];
 }
 
 public sealed record SessionStats(
@@ -37,6 +39,9 @@ public sealed record SessionStats(
 {
     /// <summary>Copy-in, prefetch, working set and trickle counters (docs: SessionTransferStats).</summary>
     public SessionTransferStats? Transfers { get; init; }
+    /// <summary>Blobs the session's fetcher took from lookaside sources (all sources), and each source's counters.</summary>
+    public long LookasideBytes { get; init; }
+    public IReadOnlyList<Lookaside.LookasideStats>? Lookaside { get; init; }
 }
 
 /// <summary>Outcome of a suspend or sync. <see cref="Committed"/> is null while the version waits at this site for `isr checkin`.</summary>
@@ -85,12 +90,13 @@ public sealed class ParcelSession : IAsyncDisposable
     private string NbdSocket => Path.Combine(_site.SessionRunDirectory(_parcel.Name), "nbd.sock");
     private string QmpSocket => Path.Combine(_site.SessionRunDirectory(_parcel.Name), "qmp.sock");
 
+    /// <param name="lookaside">Sources asked between the cache and the home; the session owns (and disposes) it.</param>
     public static async Task<ParcelSession> ResumeAsync(OpenedParcel parcel, SiteDirectory site, ResumeOptions options,
-        IProgress<string>? progress, CancellationToken ct)
+        IProgress<string>? progress, CancellationToken ct, Lookaside.LookasideChain? lookaside = null)
     {
         long started = Stopwatch.GetTimestamp();
         // A running guest never gives up on the home: it pauses until the data arrives.
-        var fetcher = new ChunkFetcher(site.Cache, parcel.Home.Chunks, Timeout.InfiniteTimeSpan);
+        var fetcher = new ChunkFetcher(site.Cache, parcel.Home.Chunks, Timeout.InfiniteTimeSpan, lookaside is { IsEmpty: false } ? lookaside : null);
         var version = options.Version is long n ? parcel.Version(n) : parcel.Head;
         var descriptor = await parcel.ReadDescriptorAsync(version, fetcher, ct);
         var installation = QemuInstallation.Locate();
@@ -238,7 +244,7 @@ public sealed class ParcelSession : IAsyncDisposable
         _disk.GuestWaitTime.TotalSeconds, _fetcher.Counters.CacheBytes, _fetcher.Counters.HomeBytes, _disk.DirtyChunks, _disk.DirtyBytes,
         _base.MemoryBytes, _vm?.ProcessId,
         _fetcher.Stalls.Select(w => $"chunk {w.Tag} since {w.Since:u} ({w.Attempts} attempts): {w.LastError}").ToList(), _vm?.Vnc?.ToString())
-        { Transfers = _transfers?.Stats() };
+        { Transfers = _transfers?.Stats(), LookasideBytes = _fetcher.Counters.LookasideBytes, Lookaside = _fetcher.Lookaside?.Stats };
 
     private string State =>
         _stopped ?? _problem ?? (_fetcher.Stalls.Count > 0 ? $"paused: waiting for {_fetcher.Stalls.Count} chunks from {_parcel.Home.Describe}; continues by itself when they arrive"
@@ -299,6 +305,7 @@ public sealed class ParcelSession : IAsyncDisposable
     {
         if (_transfers != null) await _transfers.DisposeAsync();
         _fetcher.Dispose();
+        _fetcher.Lookaside?.Dispose();
         if (_vm != null) await _vm.DisposeAsync();
         if (!_stop.IsCancellationRequested) await StopServingAsync();
         _disk.Dispose();

@@ -60,6 +60,7 @@ public sealed class SessionTransfers : IAsyncDisposable
     private readonly Prefetcher _prefetcher;
     private readonly CancellationTokenSource _stop = new();
     private Hoarder? _copyIn;
+    private readonly Storage.IChunkStore _source;
     private readonly Hoarder _direct; // prefetch's own fetches: cache → home, verified, no retries (a failing home stops prefetch, never the guest)
     private Trickle? _trickle;
     private Task _workingSet = Task.CompletedTask, _background = Task.CompletedTask, _trickling = Task.CompletedTask;
@@ -70,7 +71,9 @@ public sealed class SessionTransfers : IAsyncDisposable
         ResumeOptions options, Action<string>? log = null)
     {
         (_parcel, _site, _fetcher, _disk, _version, _options, _log) = (parcel, site, fetcher, disk, version, options, log);
-        _direct = new Hoarder(site.Cache, parcel.Home.Chunks, new HoardOptions { Concurrency = 8 });
+        // Prefetch and copy-in ask the lookaside sources first too.
+        _source = fetcher.Lookaside is { } lookaside ? new Lookaside.LookasideFirstStore(lookaside, parcel.Home.Chunks) : parcel.Home.Chunks;
+        _direct = new Hoarder(site.Cache, _source, new HoardOptions { Concurrency = 8 });
         _prefetcher = new Prefetcher(async (tag, ct) => (await _direct.FetchAsync(tag, ct)), site.Cache.Contains, () => disk.Misses);
         _recorder = new WorkingSetRecorder(disk.ChunkCount)
         {
@@ -86,7 +89,7 @@ public sealed class SessionTransfers : IAsyncDisposable
     /// <summary>Baseline policy: fetches every blob of the version into the site cache (many requests in flight).</summary>
     public async Task CopyInAsync(IProgress<string>? progress, CancellationToken ct)
     {
-        _copyIn = new Hoarder(_site.Cache, _parcel.Home.Chunks, new HoardOptions { Concurrency = 16 });
+        _copyIn = new Hoarder(_site.Cache, _source, new HoardOptions { Concurrency = 16 });
         progress?.Report($"copying in version {_version.Number} before starting the VM (baseline policy)");
         int lastTenth = -1;
         var report = new InlineProgress<HoardProgress>(p =>
