@@ -137,8 +137,17 @@ public sealed class LookasideChain : IDisposable
 /// </summary>
 public sealed class LookasideFirstStore(LookasideChain lookaside, IChunkStore home) : IChunkStore
 {
-    public async ValueTask<byte[]?> GetAsync(ChunkTag tag, CancellationToken ct) =>
-        await lookaside.TryGetAsync(tag, ct) is var (blob, _) ? blob : await home.GetAsync(tag, ct);
+    private long _lookasideBytes;
+
+    /// <summary>Bytes this store served from lookaside sources (so callers can tell them from the home's).</summary>
+    public long LookasideBytes => Interlocked.Read(ref _lookasideBytes);
+
+    public async ValueTask<byte[]?> GetAsync(ChunkTag tag, CancellationToken ct)
+    {
+        if (await lookaside.TryGetAsync(tag, ct) is not var (blob, _)) return await home.GetAsync(tag, ct);
+        Interlocked.Add(ref _lookasideBytes, blob.Length);
+        return blob;
+    }
 
     public ValueTask PutAsync(ChunkTag tag, ReadOnlyMemory<byte> blob, CancellationToken ct) => home.PutAsync(tag, blob, ct);
     public ValueTask<IReadOnlyList<ChunkTag>> MissingAsync(IReadOnlyCollection<ChunkTag> tags, CancellationToken ct) => home.MissingAsync(tags, ct);
