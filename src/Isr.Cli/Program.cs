@@ -29,5 +29,7 @@ root.Subcommands.Add(CleanCommand.Build());
 root.Subcommands.Add(PasswdCommand.Build());
 root.Subcommands.Add(LookasideCommand.Build());
 root.Subcommands.Add(LookasideCommand.BuildDongle());
+root.Subcommands.Add(BackupCommand.BuildBackup());
+root.Subcommands.Add(BackupCommand.BuildRestore());
 root.Subcommands.Add(DaemonCommand.Build());
 return await Cli.InvokeAsync(root, args);
