@@ -31,7 +31,7 @@ public sealed class DisconnectedTests
         for (int round = 1; round <= 2; round++)
         {
             var console = Path.Combine(a.Root, $"console-{round}.log");
-            var (code, stdout, stderr) = await a.IsrAsync("resume", "box", "--headless", "--serial", console, "--json");
+            var (code, _, stderr) = await a.IsrAsync("resume", "box", "--headless", "--serial", console);
             Assert.True(code == 0, $"disconnected resume {round} exited {code}: {stderr}\n{a.DaemonLog()}");
             Assert.Contains("disconnected", stderr);
             var first = (await SerialConsole.WaitForTicksAsync(console, 3, GuestTimeout))[0];
