@@ -74,6 +74,11 @@ public sealed class LookasideChain : IDisposable
                     guarded.Failed(_options);
                     continue;
                 }
+                catch (OperationCanceledException)
+                {
+                    guarded.Abandoned(); // our caller gave up: says nothing about the source
+                    throw;
+                }
             }
             if (blob is null) { guarded.Missed(); continue; }
             if (!tag.Matches(blob)) { guarded.Rejected(_options); continue; }
@@ -111,6 +116,7 @@ public sealed class LookasideChain : IDisposable
             }
         }
 
+        public void Abandoned() { lock (_lock) _probing = false; }
         public void Hit(long bytes) { lock (_lock) { _hits++; _bytes += bytes; Answered(); } }
         public void Missed() { lock (_lock) { _misses++; Answered(); } }
         public void Rejected(LookasideOptions o) { lock (_lock) { _rejected++; Problem(o); } }
