@@ -52,7 +52,7 @@ A=$WORK/site-a; login "$A"
 site "$A" create box --from "$GUEST/disk.qcow2" >/dev/null
 for v in 2 3; do
     site "$A" resume box --headless --serial "$WORK/console-a$v.log" >/dev/null
-    for _ in $(seq 120); do [ "$(grep -c ISR-TICK "$WORK/console-a$v.log" 2>/dev/null || echo 0)" -ge 3 ] && break; sleep 1; done
+    for _ in $(seq 120); do [ "$(cat "$WORK/console-a$v.log" 2>/dev/null | grep -c ISR-TICK)" -ge 3 ] && break; sleep 1; done
     site "$A" suspend box --dongle "$WORK/dongle-v$v" >/dev/null
     site "$A" checkin box >/dev/null
 done
