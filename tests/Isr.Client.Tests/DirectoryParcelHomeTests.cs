@@ -302,4 +302,34 @@ public sealed class DirectoryParcelHomeTests : IDisposable
         Assert.Equal(model, await resumed.ReadAllAsync());
         Assert.Empty(resumed.FlushedChanges);
     }
+
+    [Fact]
+    public async Task Copy_to_another_home_is_incremental_and_refuses_a_diverged_copy()
+    {
+        var (parcel, first) = await CreateParcel("p");
+        var (child, _) = await ChildVersion(parcel, first, 2, 50);
+        var second = await _home.CommitAsync("p", child, default);
+        var target = new DirectoryParcelHome(_dir["copy"]);
+        var site = new Site.SiteIdentity("site-id", "site");
+
+        var copied = await Portable.ParcelCopy.CopyAsync(_home, target, "p", site, null, default);
+        Assert.Equal(2, copied.VersionsCopied);
+        Assert.Equal(await _home.Chunks.ListAsync(default).CountAsync(), copied.BlobsCopied);
+        Assert.Equal((await _home.ListVersionsAsync("p", default)).Select(v => v.Mac), (await target.ListVersionsAsync("p", default)).Select(v => v.Mac));
+        var again = await Portable.ParcelCopy.CopyAsync(_home, target, "p", site, null, default);
+        Assert.Equal((0, 0), (again.VersionsCopied, again.BlobsCopied));
+
+        var (grandchild, _) = await ChildVersion(parcel, second, 7, 51);
+        await _home.CommitAsync("p", grandchild, default);
+        var next = await Portable.ParcelCopy.CopyAsync(_home, target, "p", site, null, default);
+        Assert.Equal(1, next.VersionsCopied);
+        Assert.InRange(next.BlobsCopied, 2, 4); // the changed chunk and the changed pages (leaf, maybe its parent)
+
+        // The copy went on by itself: copying over it would lose its versions, so nothing is copied.
+        var (rival, _) = await ChildVersion(parcel, (await target.ListVersionsAsync("p", default))[^1], 9, 52);
+        foreach (var tag in await target.Chunks.MissingAsync(await _home.Chunks.ListAsync(default).ToListAsync(), default))
+            await target.Chunks.PutAsync(tag, (await _home.Chunks.GetAsync(tag, default))!, default);
+        await target.CommitAsync("p", rival, default);
+        await Assert.ThrowsAsync<CommitConflictException>(() => Portable.ParcelCopy.CopyAsync(_home, target, "p", site, null, default));
+    }
 }

@@ -35,7 +35,7 @@ public sealed partial class TestServer : IAsyncDisposable
         _process = await RunAsync(DataDirectory, Url);
     }
 
-    private static string ServerDll
+    internal static string ServerDll
     {
         get
         {

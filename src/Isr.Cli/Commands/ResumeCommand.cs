@@ -29,9 +29,14 @@ public static class ResumeCommand
             DefaultValueFactory = _ => PrefetchMode.WorkingSet,
         };
         var trickle = new Option<string?>("--trickle-limit") { Description = "Rate for uploading changes while the VM runs (server homes), bytes/s: 2M (default), 0 = off" };
+        var lookaside = new Option<string[]>("--lookaside")
+        {
+            Description = "Ask this source for blobs before the home (repeatable): a dongle directory, media indexed with 'isr lookaside index', a jukebox URL",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var command = new Command("resume", "Resume the parcel's VM at this site: continue where it was suspended")
         {
-            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, cold, yes, version, policy, prefetch, trickle, Cli.Json,
+            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, cold, yes, version, policy, prefetch, trickle, lookaside, Cli.Json,
         };
         command.Validators.Add(r =>
         {
@@ -56,6 +61,7 @@ public static class ResumeCommand
                     .Select(n => (n, v: Environment.GetEnvironmentVariable(n))).Where(e => !string.IsNullOrEmpty(e.v)).ToDictionary(e => e.n, e => e.v!),
                 Policy = parse.GetValue(policy),
                 Prefetch = parse.GetValue(prefetch),
+                Lookaside = (parse.GetValue(lookaside) ?? []).Select(s => s.Contains("://") ? s : Path.GetFullPath(s)).ToList(),
                 TrickleBytesPerSecond = parse.GetValue(trickle) is { } rate ? Isr.Client.Transfer.TokenBucket.ParseRate(rate) ?? 0 : new ResumeOptions().TrickleBytesPerSecond,
             };
             var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Password = Cli.Password(parse), Resume = options };

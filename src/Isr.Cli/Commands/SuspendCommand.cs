@@ -11,11 +11,17 @@ public static class SuspendCommand
 {
     public static Command Build()
     {
-        var command = new Command("suspend", "Suspend the parcel's VM: save its memory image and disk changes as a new version") { Cli.Parcel, Cli.Json };
+        var dongle = new Option<string?>("--dongle") { Description = "Then write the suspended state to this dongle directory (ciphertext), for 'isr resume --lookaside' at the next site" };
+        var command = new Command("suspend", "Suspend the parcel's VM: save its memory image and disk changes as a new version") { Cli.Parcel, dongle, Cli.Json };
         command.SetAction(async (parse, ct) =>
         {
             string name = parse.GetValue(Cli.Parcel)!;
             var suspended = await SendToSessionAsync(parse, "suspend", name, ct);
+            if (parse.GetValue(dongle) is { } path)
+            {
+                var written = await LookasideCommand.WriteAsync(parse, name, path, ct);
+                if (!parse.GetValue(Cli.Json)) LookasideCommand.PrintWritten(written);
+            }
             Cli.Print(parse, suspended, () => AnsiConsole.WriteLine(
                 $"suspended {name} in {suspended.Seconds:F2} s: memory image {Cli.Bytes(suspended.MemoryImageBytes)} ({Cli.Bytes(suspended.MemoryImageNewBytes)} new); " +
                 (suspended.Committed is { } c ? $"version {c.Version}, sent {Cli.Bytes(c.BytesUploaded)}" : "kept at this site: run 'isr checkin' to send it home and release the lock")));

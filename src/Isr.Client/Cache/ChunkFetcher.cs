@@ -5,7 +5,7 @@ using Isr.Storage;
 namespace Isr.Client.Cache;
 
 /// <summary>Where a chunk came from, for statistics.</summary>
-public enum ChunkSource { Cache, Home }
+public enum ChunkSource { Cache, Lookaside, Home }
 
 /// <summary>A blob the fetcher is still trying to get from the home, and why it has not arrived.</summary>
 public sealed record FetchStall(ChunkTag Tag, DateTimeOffset Since, int Attempts, string LastError);
@@ -18,13 +18,14 @@ public sealed class FetchStalledException(ChunkTag tag, string reason)
 }
 
 /// <summary>
-/// Gets a blob by tag: the site cache first, then the parcel's home (the store or the server). Every blob is verified
+/// Gets a blob by tag: the site cache first, then the lookaside sources (hints, verified and skipped when failing), then
+/// the parcel's home (the store or the server). Every blob is verified
 /// against its tag before use; a corrupt cached copy is dropped and fetched again. Concurrent requests for one tag share
 /// one fetch. A home that cannot be reached is retried with exponential backoff (for as long as
 /// <paramref name="giveUpAfter"/>, forever for a running session), and waiters may choose to be told at the first
 /// failure (<see cref="GetOrStallAsync"/>) so that the VM pauses instead of the guest waiting on one request.
 /// </summary>
-public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, TimeSpan? giveUpAfter = null) : IDisposable
+public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, TimeSpan? giveUpAfter = null, Lookaside.LookasideChain? lookaside = null) : IDisposable
 {
     private static readonly TimeSpan FirstBackoff = TimeSpan.FromMilliseconds(250), MaxBackoff = TimeSpan.FromSeconds(8);
     private const int IntegrityAttempts = 3;
@@ -44,6 +45,7 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
 
     public IChunkStore Home => home;
     public DirectoryChunkStore Cache => cache;
+    public Lookaside.LookasideChain? Lookaside => lookaside;
     /// <summary>Blobs being retried because the home cannot be reached.</summary>
     public IReadOnlyCollection<FetchStall> Stalls => _stalls.Values.ToList();
     /// <summary>Blobs that failed verification at every source (never handed out).</summary>
@@ -97,6 +99,12 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
         {
             if (tag.Matches(cached)) { Counters.Add(ChunkSource.Cache, cached.Length); return cached; }
             await cache.DeleteAsync(tag, ct); // corrupt cached copy: never used, fetched again below
+        }
+        if (lookaside != null && await lookaside.TryGetAsync(tag, ct) is var (hinted, _))
+        {
+            Counters.Add(ChunkSource.Lookaside, hinted.Length);
+            await cache.PutAsync(tag, hinted, ct);
+            return hinted;
         }
         var backoff = FirstBackoff;
         var since = DateTimeOffset.UtcNow;
@@ -153,15 +161,21 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
 
 public sealed class TransferCounters
 {
-    private long _cacheBytes, _cacheHits, _homeBytes, _homeFetches;
+    private long _cacheBytes, _cacheHits, _lookasideBytes, _lookasideHits, _homeBytes, _homeFetches;
     public long CacheBytes => Interlocked.Read(ref _cacheBytes);
     public long CacheHits => Interlocked.Read(ref _cacheHits);
+    public long LookasideBytes => Interlocked.Read(ref _lookasideBytes);
+    public long LookasideHits => Interlocked.Read(ref _lookasideHits);
     public long HomeBytes => Interlocked.Read(ref _homeBytes);
     public long HomeFetches => Interlocked.Read(ref _homeFetches);
 
     public void Add(ChunkSource source, long bytes)
     {
-        if (source == ChunkSource.Cache) { Interlocked.Add(ref _cacheBytes, bytes); Interlocked.Increment(ref _cacheHits); }
-        else { Interlocked.Add(ref _homeBytes, bytes); Interlocked.Increment(ref _homeFetches); }
+        switch (source)
+        {
+            case ChunkSource.Cache: Interlocked.Add(ref _cacheBytes, bytes); Interlocked.Increment(ref _cacheHits); break;
+            case ChunkSource.Lookaside: Interlocked.Add(ref _lookasideBytes, bytes); Interlocked.Increment(ref _lookasideHits); break;
+            default: Interlocked.Add(ref _homeBytes, bytes); Interlocked.Increment(ref _homeFetches); break;
+        }
     }
 }

@@ -150,20 +150,38 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
         if (home is ServerParcelHome server)
         {
             var identity = site.Identity;
-            var token = await server.AcquireLockAsync(parcel, identity.Id, identity.Name, ct);
-            site.UpdateLocal(parcel, s => s with { LockToken = token });
+            try
+            {
+                var token = await server.AcquireLockAsync(parcel, identity.Id, identity.Name, ct);
+                site.UpdateLocal(parcel, s => s with { LockToken = token });
+            }
+            catch (ServerUnreachableException e)
+            {
+                // Disconnected operation: only under the lock this site already holds, from what it saved and hoarded.
+                if (site.ReadLocal(parcel)?.LockToken is null)
+                    throw new ServerUnreachableException($"{e.Message}; this site does not hold the lock of '{parcel}', so it cannot resume it disconnected", e);
+                home = new OfflineHome(server, site, e.Message);
+                progress.Report($"disconnected: {e.Message}. Working from this site's cache under the lock it holds; " +
+                    "'isr checkin' sends the changes when the server can be reached");
+            }
         }
-        if (File.Exists(site.PendingCommitPath(parcel)))
+        var pending = PendingCommit.Load(site.PendingCommitPath(parcel));
+        if (pending is not null && home is not OfflineHome)
         {
             progress.Report("checking in the version suspended earlier at this site");
             await Checkin.RunAsync(site, home, parcel, releaseLock: false, null, ct);
+            pending = null;
         }
         var opened = await OpenedParcel.OpenAsync(home, secrets, parcel, ct);
+        if (home is ServerParcelHome) OfflineHome.Save(site, opened.Info, opened.Versions);
         if (site.ReadLocal(parcel)?.LastSeenHead is long seen && opened.Head.Number < seen)
             progress.Report($"WARNING: the newest version of '{parcel}' at {home.Describe} is {opened.Head.Number}, older than version {seen} " +
                 "this site saw before: the home may be replaying an old state");
         site.UpdateLocal(parcel, s => s with { Store = home is DirectoryParcelHome d ? d.Root : "" });
-        return await ParcelSession.ResumeAsync(opened, site, request.Resume ?? new ResumeOptions(), progress, ct);
+        var options = request.Resume ?? new ResumeOptions();
+        var lookaside = Lookaside.LookasideSources.Open(options.Lookaside.Concat(Lookaside.LookasideSources.Configured(site)), site, secrets, opened.Codec,
+            m => progress.Report("WARNING: " + m));
+        return await ParcelSession.ResumeAsync(opened, site, options, progress, ct, lookaside, fromPending: pending);
     }
 
     private static string Require(string? value) => value ?? throw new ArgumentException("request is missing a field");

@@ -37,12 +37,12 @@ public sealed class DirectoryParcelHome : IParcelHome
 
     private sealed record KeyFileContent(int Format, KdfParameters Kdf, byte[] WrappedSecrets);
 
-    /// <summary>Creates the store's key file: fresh user secrets wrapped under the password.</summary>
-    public UserSecrets Initialize(string password)
+    /// <summary>Creates the store's key file: the user's secrets (fresh ones by default) wrapped under the password.</summary>
+    public UserSecrets Initialize(string password, UserSecrets? existing = null)
     {
         if (IsInitialized(_root)) throw new InvalidOperationException($"{_root} is already a parcel store");
         var kdf = KdfParameters.CreateDefault();
-        var secrets = UserSecrets.Generate();
+        var secrets = existing ?? UserSecrets.Generate();
         var keys = PasswordKdf.Derive(password, kdf);
         Durable.WriteFileAtomically(KeyFile, JsonSerializer.SerializeToUtf8Bytes(new KeyFileContent(1, kdf, secrets.Wrap(keys.KeyEncryptionKey)), Json));
         return secrets;

@@ -53,9 +53,21 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
 
     /// <summary>Re-wraps the secrets under the new password; the server gets the new verifier's secret and the new wrapped blob.
     /// The caller must save <see cref="Login"/> afterwards (it holds the new wrapped secrets).</summary>
-    public async ValueTask ChangePasswordAsync(string oldPassword, string newPassword, CancellationToken ct)
+    public async ValueTask ChangePasswordAsync(string oldPassword, string newPassword, CancellationToken ct) =>
+        await RewrapAsync(oldPassword, newPassword, await UnlockAsync(oldPassword, ct), ct);
+
+    /// <summary>Makes the account keep <paramref name="secrets"/> (a portable store's) instead of its own, so that the store's
+    /// parcels can be backed up here. Only for an account with no parcels: theirs could no longer be opened.</summary>
+    public async ValueTask AdoptSecretsAsync(string password, UserSecrets secrets, CancellationToken ct)
     {
-        var secrets = await UnlockAsync(oldPassword, ct);
+        await UnlockAsync(password, ct);
+        if ((await ListParcelsAsync(ct)).Count > 0)
+            throw new CommitConflictException($"the account {_login.User} at {_login.Server} has parcels under other keys; back this store up to an account of its own");
+        await RewrapAsync(password, password, secrets, ct);
+    }
+
+    private async ValueTask RewrapAsync(string oldPassword, string newPassword, UserSecrets secrets, CancellationToken ct)
+    {
         var oldKeys = PasswordKdf.Derive(oldPassword, _login.Kdf);
         var kdf = KdfParameters.CreateDefault();
         var newKeys = PasswordKdf.Derive(newPassword, kdf);

@@ -28,6 +28,8 @@ public sealed record ResumeOptions
     public PrefetchMode Prefetch { get; init; } = PrefetchMode.WorkingSet;
     /// <summary>Upload dirty chunks in the background at this rate while the VM runs (server homes); 0: no trickle.</summary>
     public double TrickleBytesPerSecond { get; init; } = 2_000_000;
+    /// <summary>Lookaside sources to ask before the home (dongle, media, jukebox URL), besides the site's configured ones.</summary>
+    public IReadOnlyList<string> Lookaside { get; init; } = [];
 }
 
 public sealed record SessionStats(
@@ -37,6 +39,9 @@ public sealed record SessionStats(
 {
     /// <summary>Copy-in, prefetch, working set and trickle counters (docs: SessionTransferStats).</summary>
     public SessionTransferStats? Transfers { get; init; }
+    /// <summary>Blobs the session's fetcher took from lookaside sources (all sources), and each source's counters.</summary>
+    public long LookasideBytes { get; init; }
+    public IReadOnlyList<Lookaside.LookasideStats>? Lookaside { get; init; }
 }
 
 /// <summary>Outcome of a suspend or sync. <see cref="Committed"/> is null while the version waits at this site for `isr checkin`.</summary>
@@ -85,13 +90,18 @@ public sealed class ParcelSession : IAsyncDisposable
     private string NbdSocket => Path.Combine(_site.SessionRunDirectory(_parcel.Name), "nbd.sock");
     private string QmpSocket => Path.Combine(_site.SessionRunDirectory(_parcel.Name), "qmp.sock");
 
+    /// <param name="lookaside">Sources asked between the cache and the home; the session owns (and disposes) it.</param>
+    /// <param name="fromPending">Disconnected: the version suspended here and not yet checked in, to continue from. The
+    /// next suspend's version replaces it, following the same committed parent, so one check-in later sends it all.</param>
     public static async Task<ParcelSession> ResumeAsync(OpenedParcel parcel, SiteDirectory site, ResumeOptions options,
-        IProgress<string>? progress, CancellationToken ct)
+        IProgress<string>? progress, CancellationToken ct, Lookaside.LookasideChain? lookaside = null, PendingCommit? fromPending = null)
     {
+        if (fromPending is not null) ContinueFromPending(site, parcel, fromPending);
         long started = Stopwatch.GetTimestamp();
         // A running guest never gives up on the home: it pauses until the data arrives.
-        var fetcher = new ChunkFetcher(site.Cache, parcel.Home.Chunks, Timeout.InfiniteTimeSpan);
-        var version = options.Version is long n ? parcel.Version(n) : parcel.Head;
+        var fetcher = new ChunkFetcher(site.Cache, parcel.Home.Chunks, Timeout.InfiniteTimeSpan, lookaside is { IsEmpty: false } ? lookaside : null);
+        var version = fromPending is not null ? fromPending.Version with { Number = fromPending.BaseVersion }
+            : options.Version is long n ? parcel.Version(n) : parcel.Head;
         var descriptor = await parcel.ReadDescriptorAsync(version, fetcher, ct);
         var installation = QemuInstallation.Locate();
         var capabilities = await installation.GetCapabilitiesAsync(ct);
@@ -150,6 +160,19 @@ public sealed class ParcelSession : IAsyncDisposable
             await session.DisposeAsync();
             throw;
         }
+    }
+
+    /// <summary>The journal holds the pending version's changes, which its keyring holds too: empty it so the session
+    /// starts from that version. Refused if the journal has writes the pending version does not have.</summary>
+    private static void ContinueFromPending(SiteDirectory site, OpenedParcel parcel, PendingCommit pending)
+    {
+        var path = site.JournalPath(parcel.Name);
+        var known = pending.Blobs.ToHashSet();
+        using (var journal = DirtyJournal.Open(path, pending.BaseVersion, parcel.Keys))
+            if (journal.Replayed.Values.Any(c => !c.IsZeroChunk && !known.Contains(c.Tag.ToString())))
+                throw new InvalidOperationException($"parcel '{parcel.Name}' has changes at this site made after its suspended version; " +
+                    "check it in when the server can be reached, or use 'isr discard'");
+        DirtyJournal.WriteEmpty(path, pending.BaseVersion);
     }
 
     /// <summary>
@@ -229,6 +252,9 @@ public sealed class ParcelSession : IAsyncDisposable
             Guid.NewGuid().ToString("N"), ct, workingSet);
         var blobs = changes.Values.Where(c => !c.IsZeroChunk).Select(c => c.Tag).Concat(image?.Select(c => c.Tag) ?? [])
             .Concat(prepared.PageTags).Append(_descriptorTag).Concat(workingSet is { } w ? [w] : []).Distinct().Select(t => t.ToString()).ToList();
+        // Continuing a version that was never checked in (disconnected): the new one replaces it and still needs its blobs.
+        if (PendingCommit.Load(_site.PendingCommitPath(_parcel.Name)) is { } earlier && earlier.Version.Mac == _base.Mac)
+            blobs = blobs.Union(earlier.Blobs).ToList();
         new PendingCommit(prepared.Version, blobs, _base.Number).Save(_site.PendingCommitPath(_parcel.Name));
         _parent = prepared.Version;
     }
@@ -238,7 +264,7 @@ public sealed class ParcelSession : IAsyncDisposable
         _disk.GuestWaitTime.TotalSeconds, _fetcher.Counters.CacheBytes, _fetcher.Counters.HomeBytes, _disk.DirtyChunks, _disk.DirtyBytes,
         _base.MemoryBytes, _vm?.ProcessId,
         _fetcher.Stalls.Select(w => $"chunk {w.Tag} since {w.Since:u} ({w.Attempts} attempts): {w.LastError}").ToList(), _vm?.Vnc?.ToString())
-        { Transfers = _transfers?.Stats() };
+        { Transfers = _transfers?.Stats(), LookasideBytes = _fetcher.Counters.LookasideBytes, Lookaside = _fetcher.Lookaside?.Stats };
 
     private string State =>
         _stopped ?? _problem ?? (_fetcher.Stalls.Count > 0 ? $"paused: waiting for {_fetcher.Stalls.Count} chunks from {_parcel.Home.Describe}; continues by itself when they arrive"
@@ -299,6 +325,7 @@ public sealed class ParcelSession : IAsyncDisposable
     {
         if (_transfers != null) await _transfers.DisposeAsync();
         _fetcher.Dispose();
+        _fetcher.Lookaside?.Dispose();
         if (_vm != null) await _vm.DisposeAsync();
         if (!_stop.IsCancellationRequested) await StopServingAsync();
         _disk.Dispose();

@@ -60,6 +60,8 @@ public sealed class SessionTransfers : IAsyncDisposable
     private readonly Prefetcher _prefetcher;
     private readonly CancellationTokenSource _stop = new();
     private Hoarder? _copyIn;
+    private Storage.IChunkStore? _copyInSource;
+    private readonly Storage.IChunkStore _directSource;
     private readonly Hoarder _direct; // prefetch's own fetches: cache → home, verified, no retries (a failing home stops prefetch, never the guest)
     private Trickle? _trickle;
     private Task _workingSet = Task.CompletedTask, _background = Task.CompletedTask, _trickling = Task.CompletedTask;
@@ -70,7 +72,8 @@ public sealed class SessionTransfers : IAsyncDisposable
         ResumeOptions options, Action<string>? log = null)
     {
         (_parcel, _site, _fetcher, _disk, _version, _options, _log) = (parcel, site, fetcher, disk, version, options, log);
-        _direct = new Hoarder(site.Cache, parcel.Home.Chunks, new HoardOptions { Concurrency = 8 });
+        _directSource = Source();
+        _direct = new Hoarder(site.Cache, _directSource, new HoardOptions { Concurrency = 8 });
         _prefetcher = new Prefetcher(async (tag, ct) => (await _direct.FetchAsync(tag, ct)), site.Cache.Contains, () => disk.Misses);
         _recorder = new WorkingSetRecorder(disk.ChunkCount)
         {
@@ -79,6 +82,12 @@ public sealed class SessionTransfers : IAsyncDisposable
         disk.ChunkRead = _recorder.Touch;
     }
 
+    /// <summary>Prefetch and copy-in ask the lookaside sources first too (each counting what came from them).</summary>
+    private Storage.IChunkStore Source() =>
+        _fetcher.Lookaside is { } lookaside ? new Lookaside.LookasideFirstStore(lookaside, _parcel.Home.Chunks) : _parcel.Home.Chunks;
+
+    private static long FromLookaside(Storage.IChunkStore? source) => (source as Lookaside.LookasideFirstStore)?.LookasideBytes ?? 0;
+
     public WorkingSetRecorder Recorder => _recorder;
     public Prefetcher Prefetcher => _prefetcher;
     public Trickle? Trickle => _trickle;
@@ -86,7 +95,8 @@ public sealed class SessionTransfers : IAsyncDisposable
     /// <summary>Baseline policy: fetches every blob of the version into the site cache (many requests in flight).</summary>
     public async Task CopyInAsync(IProgress<string>? progress, CancellationToken ct)
     {
-        _copyIn = new Hoarder(_site.Cache, _parcel.Home.Chunks, new HoardOptions { Concurrency = 16 });
+        _copyInSource = Source();
+        _copyIn = new Hoarder(_site.Cache, _copyInSource, new HoardOptions { Concurrency = 16 });
         progress?.Report($"copying in version {_version.Number} before starting the VM (baseline policy)");
         int lastTenth = -1;
         var report = new InlineProgress<HoardProgress>(p =>
@@ -165,7 +175,8 @@ public sealed class SessionTransfers : IAsyncDisposable
 
     public SessionTransferStats Stats()
     {
-        long demand = _fetcher.Counters.HomeBytes, copyIn = _copyIn?.BytesFetched ?? 0, prefetch = _direct.BytesFetched;
+        long demand = _fetcher.Counters.HomeBytes, copyIn = (_copyIn?.BytesFetched ?? 0) - FromLookaside(_copyInSource),
+            prefetch = _direct.BytesFetched - FromLookaside(_directSource);
         return new SessionTransferStats(_options.Policy, copyIn, _copyIn?.BlobsFetched ?? 0, demand,
             prefetch, _prefetcher.Chunks, Interlocked.Read(ref _hits), Interlocked.Read(ref _replayed), _recorder.Snapshot().Count,
             _recorder.Touched, _prefetchDone, _trickle?.Chunks ?? 0, _trickle?.Bytes ?? 0, demand + prefetch + copyIn);

@@ -9,12 +9,12 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 namespace Isr.Server.Admin;
 
 /// <summary>
-/// <c>isr-server init | run | user add|list|disable | prune | gc | fsck | stats</c>. Exit codes: 0 success, 1 fsck found
+/// <c>isr-server init | run | user add|list|disable | prune | gc | fsck | stats | jukebox</c>. Exit codes: 0 success, 1 fsck found
 /// problems, 2 usage (bad arguments, uninitialised data directory), 3 not found, 4 conflict, 5 other failures.
 /// </summary>
 public static class AdminCli
 {
-    private static readonly string[] Commands = ["init", "run", "user", "prune", "gc", "fsck", "stats"];
+    private static readonly string[] Commands = ["init", "run", "user", "prune", "gc", "fsck", "stats", "jukebox"];
 
     /// <summary>True for an admin command line; false for bare host arguments (<c>--urls=…</c>), which run the web app directly.</summary>
     public static bool Handles(string[] args) =>
@@ -39,6 +39,7 @@ public static class AdminCli
         root.Subcommands.Add(GcCommand(output));
         root.Subcommands.Add(FsckCommand(output));
         root.Subcommands.Add(StatsCommand(output));
+        root.Subcommands.Add(Jukebox.JukeboxCommand.Build(output));
         try
         {
             return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output });

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Resume latency over a shaped link: demand fetch vs hoarded (proactive) vs a current dongle vs a stale dongle.
+# Usage: sudo scripts/bench/lookaside.sh [RATE ...]        (default: 100mbit 10mbit 1mbit)
+# Needs: isr and isr-server built (dotnet build Isr.slnx -c Release), the test guest (ISR_TEST_GUEST, default guest/out).
+# The server runs in its own network namespace, each site in the other, joined by a veth pair shaped with tbf
+# (scripts/bench/netns.sh, with names of its own so it does not disturb other users of the default ones).
+# For each rate and mode a fresh site (empty cache) logs in and resumes version 3 (a stale dongle holds version 2);
+# resume latency is what `isr resume` reports (command start to the VM running). Between runs the lock is broken
+# and the previous site's daemon killed by PID, so no run uploads anything.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RATES=("$@")
+[ $# -gt 0 ] || RATES=(100mbit 10mbit 1mbit)
+export ISR_NETNS_SRV=isrla-srv ISR_NETNS_SITE=isrla-site ISR_NETNS_PREFIX=10.79.0
+NETNS=scripts/bench/netns.sh
+ISR="dotnet $PWD/src/Isr.Cli/bin/Release/net10.0/isr.dll"
+SERVER="dotnet $PWD/src/Isr.Server/bin/Release/net10.0/isr-server.dll"
+GUEST=${ISR_TEST_GUEST:-$PWD/guest/out}
+WORK=$(mktemp -d /tmp/isr-bench-lookaside.XXXXXX)
+export ISR_PASSWORD="bench password 1"
+SERVER_PID=""
+cleanup() {
+    [ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true
+    for home in "$WORK"/site-*; do [ -d "$home" ] && stop_site "$home"; done
+    bash $NETNS down >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+bash $NETNS up --rate 100mbit >/dev/null
+site() { local home=$1; shift; ip netns exec "$ISR_NETNS_SITE" env ISR_HOME="$home" DISPLAY= timeout 1200 $ISR "$@"; }
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {'d': d}))" "$1"; }
+stop_site() { # kill the site's QEMU and daemon by PID (the daemon logs its PID first)
+    local qemu=${2:-} pid
+    [ -z "$qemu" ] || kill "$qemu" 2>/dev/null || true
+    pid=$(sed -n 's/.*isr daemon \([0-9]*\) serving.*/\1/p' "$1/daemon.log" 2>/dev/null | tail -1)
+    [ -z "$pid" ] || kill "$pid" 2>/dev/null || true
+    sleep 1
+}
+
+$SERVER init --data "$WORK/server" > "$WORK/init.txt"
+FP=$(sed -n 's/^fingerprint: //p' "$WORK/init.txt")
+printf '%s' "$ISR_PASSWORD" > "$WORK/pw"; $SERVER user add alice --password-file "$WORK/pw" --data "$WORK/server" >/dev/null; rm "$WORK/pw"
+ip netns exec "$ISR_NETNS_SRV" $SERVER run --data "$WORK/server" --urls "https://10.79.0.1:8443" > "$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 60); do grep -q "listening on" "$WORK/server.log" && break; sleep 1; done
+URL=https://10.79.0.1:8443
+login() { site "$1" login --server $URL --user alice --server-fingerprint "$FP" >/dev/null; }
+
+# Site A makes versions 2 and 3 (two suspends of the running guest), each written to a dongle.
+A=$WORK/site-a; login "$A"
+site "$A" create box --from "$GUEST/disk.qcow2" >/dev/null
+for v in 2 3; do
+    site "$A" resume box --headless --serial "$WORK/console-a$v.log" >/dev/null
+    for _ in $(seq 120); do [ "$(cat "$WORK/console-a$v.log" 2>/dev/null | grep -c ISR-TICK)" -ge 3 ] && break; sleep 1; done
+    site "$A" suspend box --dongle "$WORK/dongle-v$v" >/dev/null
+    site "$A" checkin box >/dev/null
+done
+stop_site "$A"
+MEM=$(site "$A" ls -l --json | json "[v for v in d[0]['versions'] if v['number']==3][0]['memoryBytes']" 2>/dev/null || echo "?")
+
+echo "| link | demand | hoarded (proactive) | dongle (current) | dongle (stale) | dongle / hoarded |"
+echo "|---:|---:|---:|---:|---:|---:|"
+n=0
+for rate in "${RATES[@]}"; do
+    bash $NETNS set-rate "$rate" >/dev/null
+    declare -A t=()
+    for mode in demand hoarded dongle stale; do
+        n=$((n + 1)); S=$WORK/site-$n; login "$S"
+        site "$S" lock box --break >/dev/null 2>&1 || true
+        extra=()
+        case $mode in
+            hoarded) site "$S" hoard box --version 3 >/dev/null ;;
+            dongle) extra=(--lookaside "$WORK/dongle-v3") ;;
+            stale) extra=(--lookaside "$WORK/dongle-v2") ;;
+        esac
+        site "$S" resume box --version 3 --headless --prefetch none "${extra[@]}" --json > "$WORK/resume.json"
+        t[$mode]=$(json "round(d['resumeSeconds'], 1)" < "$WORK/resume.json")
+        stop_site "$S" "$(json "d.get('qemuPid') or ''" < "$WORK/resume.json")"
+        rm -rf "$S"
+    done
+    ratio=$(python3 -c "print(round(${t[dongle]} / ${t[hoarded]}, 2))")
+    echo "| $rate | ${t[demand]} s | ${t[hoarded]} s | ${t[dongle]} s | ${t[stale]} s | $ratio |"
+done
+echo
+echo "memory image of version 3: $MEM bytes (raw)"
