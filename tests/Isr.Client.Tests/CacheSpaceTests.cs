@@ -72,6 +72,18 @@ public sealed class CacheSpaceTests : IDisposable
     }
 
     [Fact]
+    public async Task A_fetcher_serves_a_verified_blob_uncached_when_the_cache_is_full_of_changes()
+    {
+        var (cache, space) = Cache(_dir["cache"], limit: 2L * BlobSize);
+        foreach (var (tag, blob) in new[] { Blob(1), Blob(2) }) await space.PutDirtyAsync(tag, blob, _home, "test", "", default);
+        var (fetchedTag, fetched) = Blob(3);
+        await _home.PutAsync(fetchedTag, fetched, default);
+        using var fetcher = new ChunkFetcher(cache, _home, space: space);
+        Assert.Equal(fetched, await fetcher.GetAsync(fetchedTag, default));
+        Assert.False(cache.Contains(fetchedTag));
+    }
+
+    [Fact]
     public void Sizes_parse_in_binary_units()
     {
         Assert.Equal(1048576, Site.SiteConfig.ParseSize("1048576"));

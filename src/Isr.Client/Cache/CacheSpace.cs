@@ -12,7 +12,7 @@ public sealed class SiteDiskFullException(string message, Exception? inner = nul
 /// only: those the parcel's home confirms it holds (one "missing" query per batch), least recently accessed first.
 /// Blobs that exist only here (dirty chunks, memory images and pages of a version not yet committed) are never
 /// evicted, because the home does not hold them; the journal and pending commits live outside the cache.
-/// A fetched blob that does not fit is refused (<see cref="CacheFullException"/>: it can be fetched again later); a
+/// A fetched blob that does not fit is refused (<see cref="CacheFullException"/>: the fetcher serves it uncached); a
 /// blob that exists only here may go past the limit, and is refused only by a full disk (<see cref="SiteDiskFullException"/>).
 /// The byte count is this process's estimate (a scan at first use, then its own writes and evictions).
 /// </summary>
