@@ -143,8 +143,8 @@ public sealed class HoardTests : IAsyncLifetime
     public async Task AFullCacheStopsWithAClearMessage()
     {
         var full = new CacheFullException("x");
-        Assert.True(Hoarder.IsDiskFull(new IOException("No space left on device : '/x'", 28)));
-        Assert.False(Hoarder.IsDiskFull(new IOException("Connection reset", 104)));
+        Assert.True(Isr.Client.Cache.CacheSpace.IsDiskFull(new IOException("No space left on device : '/x'", 28)));
+        Assert.False(Isr.Client.Cache.CacheSpace.IsDiskFull(new IOException("Connection reset", 104)));
         Assert.True(Hoarder.FreeBytes(_s.Cache.Root) > 0);
         await Task.CompletedTask;
         Assert.IsAssignableFrom<IOException>(full);

@@ -37,10 +37,16 @@ public sealed class ServerFixture : WebApplicationFactory<Program>
 {
     public TempDir Data { get; } = new();
     public ManualClock Clock { get; } = new();
+    private readonly string? _dataDirectory;
+
+    public ServerFixture() { }
+
+    /// <param name="dataDirectory">The server's data directory (e.g. on a small file system); default: a temporary directory.</param>
+    public ServerFixture(string dataDirectory) => _dataDirectory = dataDirectory;
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
-        builder.UseSetting("Isr:DataDirectory", Data.Path);
+        builder.UseSetting("Isr:DataDirectory", _dataDirectory ?? Data.Path);
         builder.ConfigureServices(services => services.AddSingleton<TimeProvider>(Clock));
     }
 

@@ -25,7 +25,8 @@ public sealed class FetchStalledException(ChunkTag tag, string reason)
 /// <paramref name="giveUpAfter"/>, forever for a running session), and waiters may choose to be told at the first
 /// failure (<see cref="GetOrStallAsync"/>) so that the VM pauses instead of the guest waiting on one request.
 /// </summary>
-public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, TimeSpan? giveUpAfter = null, Lookaside.LookasideChain? lookaside = null) : IDisposable
+public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, TimeSpan? giveUpAfter = null, CacheSpace? space = null,
+    Lookaside.LookasideChain? lookaside = null) : IDisposable
 {
     private static readonly TimeSpan FirstBackoff = TimeSpan.FromMilliseconds(250), MaxBackoff = TimeSpan.FromSeconds(8);
     private const int IntegrityAttempts = 3;
@@ -46,6 +47,8 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
     public IChunkStore Home => home;
     public DirectoryChunkStore Cache => cache;
     public Lookaside.LookasideChain? Lookaside => lookaside;
+    /// <summary>Writes into the cache within its limit, evicting clean blobs of this home when needed.</summary>
+    public CacheSpace Space { get; } = space ?? new CacheSpace(cache, new DirectoryChunkStore(cache.Root, durable: true), null);
     /// <summary>Blobs being retried because the home cannot be reached.</summary>
     public IReadOnlyCollection<FetchStall> Stalls => _stalls.Values.ToList();
     /// <summary>Blobs that failed verification at every source (never handed out).</summary>
@@ -119,7 +122,8 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
                 if (tag.Matches(blob))
                 {
                     Counters.Add(ChunkSource.Home, blob.Length);
-                    await cache.PutAsync(tag, blob, ct);
+                    try { await Space.PutCleanAsync(tag, blob, home, ct); }
+                    catch (Transfer.CacheFullException) { } // verified: served uncached, the cache being full of changes not yet at home
                     return blob;
                 }
                 if (++corrupt >= IntegrityAttempts) throw Failed(tag, $"chunk {tag} from {home} does not match its tag ({corrupt} attempts)");

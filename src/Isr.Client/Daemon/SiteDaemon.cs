@@ -115,15 +115,20 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
                     return session.Stats();
                 case "suspend":
                     var active = Running(parcel);
+                    SuspendResult suspended;
                     try
                     {
-                        return await active.SuspendAsync(progress, ct);
+                        suspended = await active.SuspendAsync(progress, ct);
                     }
-                    finally
+                    catch (Exception e) when (e is not Cache.SiteDiskFullException) // a full disk leaves the VM running: the session stays
                     {
                         _sessions.Remove(parcel);
                         await active.DisposeAsync();
+                        throw;
                     }
+                    _sessions.Remove(parcel);
+                    await active.DisposeAsync();
+                    return suspended;
                 case "sync":
                     return await Running(parcel).SyncAsync(progress, ct);
                 case "running":

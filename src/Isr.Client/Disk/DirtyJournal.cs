@@ -105,8 +105,21 @@ public sealed class DirtyJournal : IDisposable
             buffer.Write(length);
             buffer.Write(box);
         }
-        _file.Write(buffer.GetBuffer(), 0, (int)buffer.Length);
-        _file.Flush(flushToDisk: true);
+        long end = _file.Position;
+        try
+        {
+            _file.Write(buffer.GetBuffer(), 0, (int)buffer.Length);
+            _file.Flush(flushToDisk: true);
+        }
+        catch (IOException e)
+        {
+            // Cut a partial append off, or the next append would follow a torn record and be lost at replay.
+            _file.SetLength(end);
+            _file.Position = end;
+            if (Cache.CacheSpace.IsDiskFull(e))
+                throw new Cache.SiteDiskFullException($"the site's disk is full at {_file.Name}: this flush was not journaled; every earlier flush is kept", e);
+            throw;
+        }
     }
 
     /// <summary>Replaces the journal with an empty one for a new base version (after a commit, or to discard changes).</summary>

@@ -149,7 +149,9 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     {
         if (ChunkCodec.IsAllZero(plaintext)) return ChunkRef.Zero(plaintext.Length);
         var (chunk, blob) = _codec.Encode(plaintext);
-        await _fetcher.Cache.PutAsync(chunk.Tag, blob, ct); // the cache store is durable for dirty chunks
+        // Fsynced before the journal names it: a flushed write must survive a power loss.
+        await _fetcher.Space.PutDirtyAsync(chunk.Tag, blob, _fetcher.Home, "writing the guest's disk changes",
+            "Writes flushed before are kept in the journal; this flush failed (the VM pauses) and is retried when the guest retries it.", ct);
         _decoded.Put(chunk.Tag, plaintext);
         return chunk;
     }

@@ -6,6 +6,9 @@ using Isr.Format;
 
 namespace Isr.Client.Session;
 
+/// <summary>The home's disk is full: the check-in did not commit, and the pending version is kept at the site.</summary>
+public sealed class HomeFullException(string message, Exception inner) : IOException(message, inner);
+
 public sealed record CheckinResult(long Version, bool Side, int ChunksUploaded, long BytesUploaded, bool LockReleased);
 
 /// <summary>
@@ -29,9 +32,20 @@ public static class Checkin
         }
         else
         {
-            var (count, bytes) = await Uploader.UploadMissingAsync(site.Cache, home.Chunks, pending.BlobTags, progress, ct);
-            KillPoint.Reach("checkin.after-upload");
-            var committed = await home.CommitAsync(parcel, pending.Version, ct);
+            int count;
+            long bytes;
+            VersionRecord committed;
+            try
+            {
+                (count, bytes) = await Uploader.UploadMissingAsync(site.Cache, home.Chunks, pending.BlobTags, progress, ct);
+                KillPoint.Reach("checkin.after-upload");
+                committed = await home.CommitAsync(parcel, pending.Version, ct);
+            }
+            catch (Exception e) when (e is ServerException { Code: "insufficient_storage" } || e is IOException io && Cache.CacheSpace.IsDiskFull(io))
+            {
+                throw new HomeFullException($"{home.Describe} has no space left for parcel '{parcel}' (its disk is full): nothing was committed. " +
+                    $"The version stays prepared at this site with every blob it needs; run 'isr checkin {parcel}' again once the home has room.", e);
+            }
             KillPoint.Reach("checkin.after-commit");
             if (rebase != null) await rebase(committed);
             else DirtyJournal.WriteEmpty(site.JournalPath(parcel), committed.Number);

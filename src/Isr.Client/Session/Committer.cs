@@ -21,7 +21,9 @@ public static class Committer
         var disk = await ChunkListTree.UpdateAsync(baseVersion.DiskRootTag, baseVersion.DiskChunks, diskChanges, fetcher.LoadPageAsync, parcel.Keys, ct);
         var memory = memoryImage is null ? null : ChunkListTree.Build(memoryImage, parcel.Keys);
         var pages = disk.NewPages.Concat(memory?.NewPages ?? []).ToList();
-        foreach (var (tag, page) in pages) await site.DurableCache.PutAsync(tag, page, ct);
+        foreach (var (tag, page) in pages)
+            await fetcher.Space.PutDirtyAsync(tag, page, fetcher.Home, $"writing the keyring pages of the next version of '{parcel.Info.Name}'",
+                "Nothing was committed; what the guest flushed is in the journal.", ct);
 
         var version = new VersionRecord
         {

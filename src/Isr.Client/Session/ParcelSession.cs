@@ -99,7 +99,7 @@ public sealed class ParcelSession : IAsyncDisposable
         if (fromPending is not null) ContinueFromPending(site, parcel, fromPending);
         long started = Stopwatch.GetTimestamp();
         // A running guest never gives up on the home: it pauses until the data arrives.
-        var fetcher = new ChunkFetcher(site.Cache, parcel.Home.Chunks, Timeout.InfiniteTimeSpan, lookaside is { IsEmpty: false } ? lookaside : null);
+        var fetcher = new ChunkFetcher(site.Cache, parcel.Home.Chunks, Timeout.InfiniteTimeSpan, site.Space, lookaside is { IsEmpty: false } ? lookaside : null);
         var version = fromPending is not null ? fromPending.Version with { Number = fromPending.BaseVersion }
             : options.Version is long n ? parcel.Version(n) : parcel.Head;
         var descriptor = await parcel.ReadDescriptorAsync(version, fetcher, ct);
@@ -186,16 +186,25 @@ public sealed class ParcelSession : IAsyncDisposable
         if (_transfers != null) await _transfers.StopAsync();
         IReadOnlyList<ChunkRef>? image = null;
         long newBytes = 0;
+        if (_stopped is null) progress?.Report("saving the memory image");
+        else progress?.Report($"{_stopped}: keeping the disk as a version without a memory image (the next resume boots from the disk)");
+        try
+        {
+            if (_stopped is null) (image, newBytes) = await CaptureMemoryAsync(vm, ct);
+            await _disk.FlushAsync(ct);
+            await PrepareAsync(image, ct);
+        }
+        catch (SiteDiskFullException) when (_stopped is null && !vm.HasExited)
+        {
+            // QEMU still holds the state: quit it only once the version is durable here, so a full disk loses nothing.
+            await vm.ContinueAsync(CancellationToken.None);
+            throw;
+        }
         if (_stopped is null)
         {
-            progress?.Report("saving the memory image");
-            (image, newBytes) = await CaptureMemoryAsync(vm, ct);
             vm.ProcessExited -= OnVmExited;
             await vm.QuitAsync();
         }
-        else progress?.Report($"{_stopped}: keeping the disk as a version without a memory image (the next resume boots from the disk)");
-        await _disk.FlushAsync(ct);
-        await PrepareAsync(image, ct);
         await StopServingAsync();
         CheckinResult? committed = null;
         if (_parcel.Home is Homes.DirectoryParcelHome)
@@ -237,7 +246,8 @@ public sealed class ParcelSession : IAsyncDisposable
             image = await MemoryImage.CaptureAsync(stream, _parcel.Codec, async (tag, blob, t) =>
             {
                 if (!_site.DurableCache.Contains(tag)) Interlocked.Add(ref newBytes, blob.Length);
-                await _site.DurableCache.PutAsync(tag, blob, t);
+                await _fetcher.Space.PutDirtyAsync(tag, blob, _fetcher.Home, $"saving the memory image of '{_parcel.Name}'",
+                    "Nothing was committed and nothing the guest flushed is lost; the VM goes on running.", t);
             }, token), ct);
         return (image, newBytes);
     }

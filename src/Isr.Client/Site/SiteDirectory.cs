@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Isr.Client.Cache;
 using Isr.Storage;
 
 namespace Isr.Client.Site;
@@ -27,6 +28,9 @@ public sealed class SiteDirectory
     public DirectoryChunkStore Cache { get; }
     /// <summary>The same directory for blobs that exist nowhere else yet (dirty chunks, memory images): fsynced.</summary>
     public DirectoryChunkStore DurableCache { get; }
+    public SiteConfig Config { get; }
+    /// <summary>The cache's limit and eviction, shared by every session of this process.</summary>
+    public CacheSpace Space { get; }
 
     public SiteDirectory(string root)
     {
@@ -35,6 +39,8 @@ public sealed class SiteDirectory
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(Root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         Cache = new DirectoryChunkStore(Path.Combine(Root, "cache"), durable: false);
         DurableCache = new DirectoryChunkStore(Path.Combine(Root, "cache"), durable: true);
+        Config = SiteConfig.Load(Root);
+        Space = new CacheSpace(Cache, DurableCache, Config.CacheLimitBytes);
         Directory.CreateDirectory(RunDirectory);
     }
 

@@ -155,7 +155,7 @@ public sealed class Hoarder(DirectoryChunkStore cache, IChunkStore home, HoardOp
         {
             await cache.PutAsync(tag, blob, ct);
         }
-        catch (IOException e) when (IsDiskFull(e))
+        catch (IOException e) when (Cache.CacheSpace.IsDiskFull(e))
         {
             throw new CacheFullException($"the site cache ({cache.Root}) is full after fetching {BytesFetched / 1e6:F1} MB: free space there " +
                 "(or move ISR_HOME to a larger disk) and run the command again; what was fetched is kept and not fetched again", e);
@@ -164,10 +164,6 @@ public sealed class Hoarder(DirectoryChunkStore cache, IChunkStore home, HoardOp
         Interlocked.Increment(ref _blobsFetched);
         return blob;
     }
-
-    /// <summary>ENOSPC (28) / EDQUOT (122) on Unix, ERROR_DISK_FULL / ERROR_HANDLE_DISK_FULL on Windows.</summary>
-    public static bool IsDiskFull(IOException e) =>
-        (e.HResult & 0xFFFF) is 28 or 122 or 0x70 or 0x27 || e.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Free bytes on the file system holding <paramref name="path"/> (long.MaxValue if it cannot be told).</summary>
     public static long FreeBytes(string path)

@@ -19,9 +19,18 @@ public static class MemoryImage
     {
         var pipeline = Channel.CreateBounded<Task<ChunkRef>>(Environment.ProcessorCount * 4);
         var refs = new List<ChunkRef>();
+        using var failed = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var collect = Task.Run(async () =>
         {
-            await foreach (var chunk in pipeline.Reader.ReadAllAsync(ct)) refs.Add(await chunk);
+            try
+            {
+                await foreach (var chunk in pipeline.Reader.ReadAllAsync(ct)) refs.Add(await chunk);
+            }
+            catch
+            {
+                failed.Cancel(); // stop the splitter: it would wait on the full pipeline forever, and QEMU on it
+                throw;
+            }
         }, ct);
         try
         {
@@ -32,8 +41,12 @@ public static class MemoryImage
                     var (chunk, blob) = codec.Encode(plaintext);
                     await store(chunk.Tag, blob, ct);
                     return chunk;
-                }, ct), ct);
-            }, ct);
+                }, ct), failed.Token);
+            }, failed.Token);
+        }
+        catch (OperationCanceledException) when (failed.IsCancellationRequested && !ct.IsCancellationRequested)
+        {
+            // the store failed: its exception, from the collector below, is the one to report
         }
         finally
         {

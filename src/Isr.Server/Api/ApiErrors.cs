@@ -63,6 +63,7 @@ internal static class ApiErrorHandling
             case JsonException:
                 return (400, new ErrorBody("malformed JSON body", "bad_request"));
             case IOException io when IsDiskFull(io):
+            case Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 13 }: // SQLITE_FULL: the metadata's disk is full
                 ctx.RequestServices.GetRequiredService<ILogger<ApiException>>().LogError("the data directory's disk is full");
                 return (507, new ErrorBody("the server's disk is full", "insufficient_storage"));
             default:
