@@ -14,6 +14,8 @@ public sealed record ResumeOptions
 {
     public QemuDisplayMode Display { get; init; } = QemuDisplayMode.Headless;
     public string? SerialPath { get; init; }
+    /// <summary>Two-way console through the FIFOs BASE.in and BASE.out (see <see cref="QemuSiteOptions.SerialPipeBase"/>).</summary>
+    public string? SerialPipe { get; init; }
     /// <summary>The user's desktop (DISPLAY, XAUTHORITY…) for a window: the daemon may have been started from elsewhere.</summary>
     public IReadOnlyDictionary<string, string>? DisplayEnvironment { get; init; }
     /// <summary>Boot from the disk, discarding the memory image (after the user confirmed).</summary>
@@ -124,6 +126,7 @@ public sealed class ParcelSession : IAsyncDisposable
                 QmpSocketPath = session.QmpSocket,
                 Disk = new QemuDiskBackend.Nbd(session.NbdSocket, "disk"),
                 SerialLogPath = options.SerialPath,
+                SerialPipeBase = options.SerialPipe,
                 Display = options.Display,
                 IgnoreWindowClose = true,
                 WindowEnvironment = options.DisplayEnvironment,
