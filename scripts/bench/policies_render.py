@@ -14,7 +14,7 @@ MIB = 1 << 20
 
 
 def ok(results, key, field):
-    return [r[field] for r in results if r.get("key") == key and "error" not in r and r.get(field) is not None]
+    return [r[field] for r in results if r.get("key") in (key, key + "-workload") and "error" not in r and r.get(field) is not None]
 
 
 def med(xs):
