@@ -40,6 +40,8 @@ def render(results, results_path, out):
             r["pre_cont_bytes"] = t["totalHomeBytes"]
         elif "home_bytes_at_cont" in r:
             r["pre_cont_bytes"] = r["home_bytes_at_cont"]
+        if (r.get("transfers") or {}).get("totalHomeBytes") is not None:  # demand + prefetch + copy-in
+            r["home_total"] = r["transfers"]["totalHomeBytes"]
     setup_path = results_path.replace(".jsonl", "-setup.json")
     setup = json.load(open(setup_path)) if os.path.exists(setup_path) else {}
     L = med(ok(results, "local@local", "resume_s"))          # local resume latency
@@ -131,8 +133,9 @@ def render(results, results_path, out):
               f"`ISR-WORKLOAD-DONE`. T_local = {T_local:.1f} s (no ISR, same guest from a local file, median of "
               f"{len(ok(results, 'local@local', 'workload_s'))}). *slowdown* = (T − T_local) / T_local on medians; *wait* = time the "
               "guest's reads waited on fetches (counted by our NBD server, `isr stat --json` `guestWaitSeconds`) ÷ T_local, "
-              "which wall-clock noise does not blur; *misses* = chunk reads that had to fetch." if T_local else "no local run yet", ""]
-    lines += ["| policy | bandwidth | T (s) | slowdown | guest fetch wait (s) | wait / T_local | misses | fetched from home (MiB) |",
+              "which wall-clock noise does not blur; *chunk loads* = guest reads of chunks not yet decoded at the site (from the cache or the home); "
+              "*fetched* = bytes from the home during the session (memory image, demand, prefetch; copy-in)." if T_local else "no local run yet", ""]
+    lines += ["| policy | bandwidth | T (s) | slowdown | guest fetch wait (s) | wait / T_local | chunk loads | fetched (MiB) |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     lines.append(f"| no ISR (local file) | – | {fmt_spread(ok(results, 'local@local', 'workload_s'))} | 0 | – | – | – | – |")
     wl_plot = []
@@ -143,7 +146,7 @@ def render(results, results_path, out):
                 continue
             waits = ok(results, f"{cell}@{rate}", "guest_wait_s")
             misses = ok(results, f"{cell}@{rate}", "misses")
-            fetched = ok(results, f"{cell}@{rate}", "home_bytes_total")
+            fetched = ok(results, f"{cell}@{rate}", "home_total")
             slow = (med(xs) - T_local) / T_local if T_local else None
             lines.append(f"| {name} | {label} | {fmt_spread(xs)} | {slow * 100:+.0f}% | " +
                          (f"{fmt_spread(waits, 2)} | {med(waits) / T_local * 100:.1f}% | {med(misses):.0f} | {med(fetched) / MIB:.1f}" if waits and T_local
