@@ -236,7 +236,13 @@ def targets(results, L, T_local, must_cross, limit):
                f"{med(w) / T_local * 100:.0f}% of T_local" if w else f"wall {slow * 100:+.0f}%")
         if d:
             txt += f"; pure demand here: {(med(d) - T_local) / T_local * 100:+.0f}% wall"
-        out.append(f"| demand + working set at 10 Mbit/s: wall slowdown ≤ 15% (half the seed's 30%) | {txt} | {'yes' if slow <= 0.15 else 'no'} |")
+        if slow <= 0.15:
+            v = "yes"
+        elif w and med(w) / T_local <= 0.15:  # the wall clock cannot tell; the fetch wait bounds what fetching added
+            v = f"not shown by wall clock (T_local itself spans {min(ok(results, 'local@local', 'workload_s')):.0f}–{max(ok(results, 'local@local', 'workload_s')):.0f} s); fetch wait bounds it at {med(w) / T_local * 100:.0f}%"
+        else:
+            v = "no"
+        out.append(f"| demand + working set at 10 Mbit/s: wall slowdown ≤ 15% (half the seed's 30%) | {txt} | {v} |")
     parts, flags = [], []
     for rate, bps, label in RATES:
         for r in results:
@@ -279,7 +285,6 @@ def make_plots(plot_rows, wl_plot, T_local, outdir):
     made = []
     data = os.path.join(outdir, "policies-latency.dat")
     with open(data, "w") as f:
-        f.write("policy " + " ".join(r[0] for r in RATES) + "\n")
         for row in plot_rows:
             f.write('"' + row[0].split(" (")[0].replace("peer: ", "") + '" ' + " ".join(f"{v:.2f}" if v else "NaN" for v in row[1:]) + "\n")
     script = f"""set terminal png size 1000,560 font ',10'
@@ -299,7 +304,7 @@ plot '{data}' using 2:xtic(1) title '100 Mbit/s', '' using 3 title '10 Mbit/s', 
                 f.write(f'"{name}" {t:.1f}\n')
         script = f"""set terminal png size 1000,560 font ',10'
 set output '{outdir}/policies-workload.png'
-set title 'Workload time after resume (median); dashed: no ISR (local file)'
+set title 'Workload time after resume (median); line: no ISR, T_local (local file)'
 set style data histograms; set style fill solid 0.8 border -1; set boxwidth 0.8
 set ylabel 'seconds'; set yrange [0:*]; set xtics rotate by -30; set grid ytics; unset key
 plot '{data}' using 2:xtic(1), {T_local:.1f} with lines dt 2 lw 2
