@@ -40,7 +40,8 @@ BOOT_START_MIB=1
 BOOT_SIZE_MIB=32
 DATA_START_MIB=$((BOOT_START_MIB + BOOT_SIZE_MIB))
 DATA_SIZE_MIB=$((DISK_MIB - DATA_START_MIB))
-KERNEL_CMDLINE="console=ttyS0 quiet panic=-1"
+# init_on_free: freed pages are zeroed, so a memory image carries the guest's live memory, not stale data
+KERNEL_CMDLINE="console=ttyS0 quiet panic=-1 init_on_free=1"
 MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4"
 SUITE=bookworm
 INCLUDE=python3,gcc,libc6-dev,make,xz-utils,zstd,sqlite3,vim-tiny,git,procps
@@ -76,9 +77,9 @@ if [ -z "$KERNEL_PKG" ] && [ -f "$CACHE/kernel-resolution" ]; then
     read -r _ KERNEL_PKG KERNEL_PKG_VERSION <"$CACHE/kernel-resolution"
 fi
 if [ -z "$KERNEL_PKG" ]; then
-    KERNEL_PKG=$(apt-cache show --no-all-versions linux-image-amd64 | sed -n '/^Depends:/{s/^.*\(linux-image-[0-9][^ ,]*-amd64\).*/\1/p;q}')
+    KERNEL_PKG=$(apt-cache show --no-all-versions linux-image-amd64 | sed -n '/^Depends:/{s/^.*\(linux-image-[0-9][^ ,]*-amd64\).*/\1/p}')
 fi
-[ -n "${KERNEL_PKG_VERSION:-}" ] || KERNEL_PKG_VERSION=$(apt-cache show --no-all-versions "$KERNEL_PKG" | sed -n '/^Version: /{s///p;q}')
+[ -n "${KERNEL_PKG_VERSION:-}" ] || KERNEL_PKG_VERSION=$(apt-cache show --no-all-versions "$KERNEL_PKG" | sed -n '/^Version: /{s///p}')
 [ -n "$KERNEL_PKG" ] && [ -n "$KERNEL_PKG_VERSION" ] || die "cannot resolve the kernel package"
 KERNEL_VERSION=${KERNEL_PKG#linux-image-}
 

@@ -88,8 +88,8 @@ public static class QemuCommandLine
 
                 case VmDeviceKind.Serial:
                     args.Add("-chardev");
-                    args.Add(site.SerialLogPath is null
-                        ? $"null,id={id}"
+                    args.Add(site.SerialPipeBase is { } pipe ? $"pipe,id={id},path={QemuArgs.Escape(Path.GetFullPath(pipe))}"
+                        : site.SerialLogPath is null ? $"null,id={id}"
                         : $"file,id={id},path={QemuArgs.Escape(Path.GetFullPath(site.SerialLogPath))}");
                     // isa-serial: index fixes the I/O port and IRQ (COM1 = 0x3f8/IRQ4, ...).
                     var index = driver == "isa-serial" ? Invariant($",index={serialIndex++}") : "";

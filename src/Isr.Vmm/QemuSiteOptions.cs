@@ -21,6 +21,12 @@ public sealed record QemuSiteOptions
     /// <summary>File receiving the guest's serial console output; null discards it.</summary>
     public string? SerialLogPath { get; init; }
 
+    /// <summary>
+    /// Instead of <see cref="SerialLogPath"/>: a two-way console through the FIFOs BASE.in (to the guest) and BASE.out
+    /// (from it), made by the caller, so that scripts can talk to the guest (QEMU 7.2's file backend has no input).
+    /// </summary>
+    public string? SerialPipeBase { get; init; }
+
     public QemuDisplayMode Display { get; init; } = QemuDisplayMode.Headless;
 
     /// <summary>For <see cref="QemuDisplayMode.Vnc"/>: serve VNC on this unix socket (preferred: only this user can reach it).</summary>

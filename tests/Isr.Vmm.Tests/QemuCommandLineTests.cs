@@ -105,6 +105,9 @@ public class QemuCommandLineTests
         Assert.Equal("sdl", After(window, "-display"));
         Assert.Equal("null,id=serial0", After(headless, "-chardev"));
         Assert.Equal("file,id=serial0,path=/tmp/b/serial.log", After(vnc, "-chardev"));
+        var piped = QemuCommandLine.Build(d, Site() with { SerialPipeBase = "/tmp/c,d/console" }, incoming: false);
+        Assert.Equal(GuestVisible(headless), GuestVisible(piped));
+        Assert.Equal("pipe,id=serial0,path=/tmp/c,,d/console", After(piped, "-chardev"));
     }
 
     [Fact]

@@ -15,10 +15,15 @@ public static class CreateCommand
         var memory = new Option<string>("--memory") { Description = "Guest RAM, e.g. 256M or 1G", DefaultValueFactory = _ => "256M" };
         var cpus = new Option<int>("--cpus") { Description = "Virtual CPUs", DefaultValueFactory = _ => 1 };
         var machine = new Option<string>("--machine") { Description = "QEMU machine type or alias (resolved and recorded, e.g. pc → pc-i440fx-7.2)", DefaultValueFactory = _ => "pc" };
+        var accelerator = new Option<string?>("--accelerator")
+        {
+            Description = "tcg or kvm, recorded in the parcel (every site must offer it); default: kvm where /dev/kvm opens, else tcg",
+        };
+        accelerator.AcceptOnlyFromAmong("tcg", "kvm");
         var chunkSize = new Option<string>("--chunk-size") { Description = "Disk chunk size", DefaultValueFactory = _ => "64K" };
         var command = new Command("create", "Import a VM image as a new parcel; everything is encrypted here before it is stored")
         {
-            Cli.Parcel, from, memory, cpus, machine, chunkSize, Cli.Store, Cli.PasswordFile, Cli.Json,
+            Cli.Parcel, from, memory, cpus, machine, accelerator, chunkSize, Cli.Store, Cli.PasswordFile, Cli.Json,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -29,7 +34,8 @@ public static class CreateCommand
                 ? store.Initialize(Cli.Password(parse, confirm: true))
                 : await home.UnlockAsync(Cli.Password(parse), ct);
             var installation = QemuInstallation.Locate();
-            var descriptor = await VmDescriptorFactory.CreateAsync(installation, Size.Parse(parse.GetValue(memory)!), parse.GetValue(machine)!, parse.GetValue(cpus), cancellationToken: ct);
+            var descriptor = await VmDescriptorFactory.CreateAsync(installation, Size.Parse(parse.GetValue(memory)!), parse.GetValue(machine)!, parse.GetValue(cpus),
+                accelerator: parse.GetValue(accelerator), cancellationToken: ct);
             var image = parse.GetValue(from)!.FullName;
             var version = await Progress.RunAsync(parse, $"importing {Path.GetFileName(image)}", progress =>
                 ParcelImporter.ImportAsync(home, secrets, site, name, image, (int)Size.Parse(parse.GetValue(chunkSize)!), descriptor, progress, ct));

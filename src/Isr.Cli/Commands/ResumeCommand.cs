@@ -15,6 +15,11 @@ public static class ResumeCommand
         var headless = new Option<bool>("--headless") { Description = "No display (for scripts)" };
         var vnc = new Option<bool>("--vnc") { Description = "Serve the display over VNC on loopback (the address is printed)" };
         var serial = new Option<FileInfo?>("--serial") { Description = "Write the guest's serial console to this file" };
+        var serialPipe = new Option<string?>("--serial-pipe")
+        {
+            Description = "Connect the serial console to the FIFOs BASE.in (input) and BASE.out (output), which must exist (for scripts that talk to the guest)",
+            HelpName = "BASE",
+        };
         var cold = new Option<bool>("--cold") { Description = "Boot from the disk, discarding the memory image" };
         var yes = new Option<bool>("--yes") { Description = "Do not ask for confirmation" };
         var version = new Option<long?>("--version") { Description = "Resume this version instead of the newest" };
@@ -36,12 +41,14 @@ public static class ResumeCommand
         };
         var command = new Command("resume", "Resume the parcel's VM at this site: continue where it was suspended")
         {
-            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, cold, yes, version, policy, prefetch, trickle, lookaside, Cli.Json,
+            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, serialPipe, cold, yes, version, policy, prefetch, trickle, lookaside, Cli.Json,
         };
         command.Validators.Add(r =>
         {
             if (r.GetValue(headless) && r.GetValue(vnc))
                 r.AddError("--headless and --vnc cannot be used together.");
+            if (r.GetValue(serial) is not null && r.GetValue(serialPipe) is not null)
+                r.AddError("--serial and --serial-pipe cannot be used together.");
         });
         command.SetAction(async (parse, ct) =>
         {
@@ -54,6 +61,7 @@ public static class ResumeCommand
             {
                 Display = parse.GetValue(headless) ? QemuDisplayMode.Headless : parse.GetValue(vnc) ? QemuDisplayMode.Vnc : DefaultDisplay(),
                 SerialPath = parse.GetValue(serial)?.FullName,
+                SerialPipe = parse.GetValue(serialPipe) is { } pipeBase ? Path.GetFullPath(pipeBase) : null,
                 Cold = parse.GetValue(cold),
                 Version = parse.GetValue(version),
                 CommandStarted = started,

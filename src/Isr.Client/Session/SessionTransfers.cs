@@ -20,7 +20,7 @@ public enum TransferPolicy
 public enum PrefetchMode
 {
     None,
-    /// <summary>The chunks the guest touched first after the previous resume, in that order, alongside the memory image (default).</summary>
+    /// <summary>The chunks the guest touched first after the previous resume, in that order, from `cont` on (default).</summary>
     WorkingSet,
     /// <summary>The working set, then the rest of the disk in the background at low priority.</summary>
     All,
@@ -110,7 +110,7 @@ public sealed class SessionTransfers : IAsyncDisposable
         progress?.Report($"copy-in done: {result.Fetched} blobs ({result.BytesFetched / 1e6:F1} MB) fetched, {result.AlreadyCached} were cached");
     }
 
-    /// <summary>Fetches the working set recorded at the previous resume, in its order, alongside the memory image.</summary>
+    /// <summary>Fetches the working set recorded at the previous resume, in its order (called once the VM runs).</summary>
     public void StartWorkingSetReplay()
     {
         if (_options.Prefetch == PrefetchMode.None || !_version.HasWorkingSet) return;

@@ -18,7 +18,7 @@ public sealed record PrefetchOptions
 
 /// <summary>
 /// Fetches disk chunks into the site cache ahead of the guest, in a given order: the recorded working set at resume
-/// (all out, alongside the memory image), then the rest of the disk in the background (a few at a time, pausing while
+/// (all out, from `cont` on), then the rest of the disk in the background (a few at a time, pausing while
 /// the guest's own misses are being served). Chunks already cached are skipped, each index is tried once, and failures
 /// are left to the guest's own read (which retries). Counts what it fetched so statistics can tell prefetch from demand.
 /// </summary>

@@ -1,0 +1,592 @@
+#!/usr/bin/env python3
+"""Resume latency and slowdown per state-transfer policy x bandwidth, with peers in the same run.
+
+Driven by scripts/bench/policies.sh (root, namespaces, builds). Subcommands:
+  prepare   server + nginx in isr-srv, parcel made and checked in once, local reference state, peer files
+  run       the matrix: interleaved passes, one JSON line per finished run in the results file, resumable
+  render    docs/benchmarks/policies.md (+ PNG plots with gnuplot) from the results file
+
+Every QEMU we start runs under `timeout`; every process we start is killed by its PID.
+"""
+import argparse, calendar, json, os, re, shutil, signal, socket, statistics, subprocess, sys, threading, time
+
+SRV_NS, SITE_NS = "isr-srv", "isr-site"
+SRV_IP = "10.77.0.1"
+ISR_PORT, HTTP_PORT = 8443, 8080
+PARCEL, USER, PASSWORD = "bench", "bench", "bench-password-1"
+MEM = "512M"
+RATES = {"100mbit": 100e6, "10mbit": 10e6, "1mbit": 1e6, "100kbit": 100e3}
+POLICIES = {  # isr resume flags per policy; proactive hoards first (unshaped: ahead of time), then resumes from the cache
+    "baseline": ["--policy", "baseline", "--prefetch", "none"],
+    "proactive": ["--policy", "demand", "--prefetch", "none"],
+    "demand": ["--policy", "demand", "--prefetch", "none"],
+    "demand+ws": ["--policy", "demand", "--prefetch", "workingset"],
+}
+QEMU_TIMEOUT = 3600
+# TCG unless asked: a /dev/kvm that opens is not proof that KVM runs guests (nested hosts fail at the first instruction).
+ACCEL = os.environ.get("ISR_BENCH_ACCEL", "tcg")
+
+
+def log(msg):
+    print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+def sh(args, ns=None, env=None, check=True, timeout=3600, capture=True):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + args
+    p = subprocess.run(cmd, env=env, timeout=timeout, text=True,
+                       stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {(p.stderr or '')[-2000:]}")
+    return p
+
+
+def netns(*args):
+    sh(["bash", os.path.join(ROOT, "scripts/bench/netns.sh"), *args])
+
+
+def load_avg():
+    return float(open("/proc/loadavg").read().split()[0])
+
+
+# ------------------------------------------------------------------ console: FIFOs BASE.in / BASE.out
+class Console:
+    """The guest's serial console through two FIFOs: lines read with host timestamps, commands written."""
+
+    def __init__(self, base, log_path):
+        for s in (".in", ".out"):
+            if not os.path.exists(base + s):
+                os.mkfifo(base + s)
+        self.base = base
+        # O_RDWR: opening never blocks, and QEMU finds both ends open whenever it starts.
+        self.wfd = os.open(base + ".in", os.O_RDWR)
+        self.rfd = os.open(base + ".out", os.O_RDWR)
+        self.lines = []  # (monotonic time, line)
+        self.cond = threading.Condition()
+        self.log = open(log_path, "a")
+        self.closed = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        buf = b""
+        while not self.closed:
+            try:
+                b = os.read(self.rfd, 65536)
+            except OSError:
+                return
+            if not b:
+                return
+            buf += b
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode(errors="replace").rstrip("\r")
+                t = time.monotonic()
+                self.log.write(f"{t:.3f} {text}\n"); self.log.flush()
+                with self.cond:
+                    self.lines.append((t, text)); self.cond.notify_all()
+
+    def send(self, line):
+        os.write(self.wfd, (line + "\n").encode())
+
+    def mark(self):
+        with self.cond:
+            return len(self.lines)
+
+    def wait(self, pattern, since, timeout, alive=None):
+        """First line matching pattern at index >= since: (time, line)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for t, line in self.lines[since:]:
+                    if rx.search(line):
+                        return t, line
+                    if "Kernel panic" in line:
+                        raise RuntimeError("guest kernel panic")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no console line matching {pattern!r} in {timeout} s")
+                if alive is not None and not alive():
+                    raise RuntimeError(f"the VM exited while waiting for {pattern!r}")
+                self.cond.wait(0.05)
+
+    def close(self):
+        self.closed = True
+        for fd in (self.wfd, self.rfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.log.close()
+
+
+# ------------------------------------------------------------------ plain QEMU (local reference and peers)
+class Qmp:
+    def __init__(self, path, timeout=120):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.s = socket.socket(socket.AF_UNIX); self.s.connect(path); break
+            except OSError:
+                self.s.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.f = self.s.makefile("rw")
+        self.f.readline()
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name, **args):
+        self.f.write(json.dumps({"execute": name, "arguments": args}) + "\n"); self.f.flush()
+        while True:
+            r = json.loads(self.f.readline())
+            if "return" in r:
+                return r["return"]
+            if "error" in r:
+                raise RuntimeError(f"QMP {name}: {r['error']}")
+
+    def wait_migration(self, timeout=3600):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.cmd("query-migrate").get("status")
+            if st == "completed":
+                return
+            if st in ("failed", "cancelled"):
+                raise RuntimeError(f"migration {st}")
+            time.sleep(0.1)
+        raise TimeoutError("migration")
+
+
+class PlainVm:
+    """QEMU with a local (or nbd-backed) disk, console on FIFOs, QMP; `incoming` is an exec: migration source."""
+
+    def __init__(self, dirpath, disk, fmt, ns=None, incoming=None):
+        os.makedirs(dirpath, exist_ok=True)
+        self.console = Console(os.path.join(dirpath, "console"), os.path.join(dirpath, "console.log"))
+        qmp = os.path.join(dirpath, "qmp.sock")
+        if os.path.exists(qmp):
+            os.unlink(qmp)
+        args = ["timeout", "--kill-after=10", str(QEMU_TIMEOUT), "qemu-system-x86_64", "-machine", "pc", "-accel", ACCEL,
+                "-m", MEM, "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot",
+                "-serial", f"pipe:{self.console.base}", "-qmp", f"unix:{qmp},server=on,wait=off",
+                "-drive", f"file={disk},format={fmt},if=virtio,cache=writeback"]
+        if incoming:  # -S: stay paused after loading, so that the run sends `cont` itself, as isr does
+            args += ["-S", "-incoming", incoming]
+        if ns:
+            args = ["ip", "netns", "exec", ns] + args
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(os.path.join(dirpath, "qemu.stderr"), "w"))
+        self.qmp = Qmp(qmp)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # timeout forwards it to QEMU
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill(); self.proc.wait()
+        self.console.close()
+
+
+# ------------------------------------------------------------------ isr at the site
+class Site:
+    def __init__(self, home):
+        self.home = home
+        os.makedirs(home, exist_ok=True)
+        self.env = dict(os.environ, ISR_HOME=home, ISR_PASSWORD=PASSWORD, ISR_SITE_NAME=os.path.basename(home))
+
+    def isr(self, *args, check=True, timeout=3600):
+        return sh([ISR, *args], ns=SITE_NS, env=self.env, check=check, timeout=timeout)
+
+    def login(self, fingerprint):
+        self.isr("login", "--server", f"https://{SRV_IP}:{ISR_PORT}", "--user", USER, "--server-fingerprint", fingerprint)
+
+    def stat(self):
+        return json.loads(self.isr("stat", PARCEL, "--json").stdout)
+
+    def stop_vm(self):
+        """Ends a benchmark session without keeping anything: QEMU killed by its PID, the disk-only version dropped,
+        the lock released."""
+        try:
+            pid = (self.stat().get("session") or {}).get("qemuPid")
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+                for _ in range(100):
+                    if not os.path.exists(f"/proc/{pid}"):
+                        break
+                    time.sleep(0.1)
+        except Exception as e:  # noqa: BLE001 - best effort, the clean below reports what matters
+            log(f"stop: {e}")
+        self.isr("suspend", PARCEL, check=False, timeout=600)
+        self.isr("clean", PARCEL, "--force", check=False, timeout=600)
+
+
+# ------------------------------------------------------------------ prepare
+def state_path(name):
+    return os.path.join(WORK, name)
+
+
+def read_state():
+    p = state_path("state.json")
+    return json.load(open(p)) if os.path.exists(p) else {}
+
+
+def write_state(st):
+    json.dump(st, open(state_path("state.json") + ".tmp", "w"), indent=1)
+    os.replace(state_path("state.json") + ".tmp", state_path("state.json"))
+
+
+def start_services(st):
+    """isr-server and nginx inside isr-srv; returns their Popen objects (killed by PID at exit)."""
+    data = state_path("server")
+    if not os.path.exists(os.path.join(data, "fingerprint")):
+        shutil.rmtree(data, ignore_errors=True)
+        out = sh([SERVER, "init", "--data", data]).stdout
+        fp = re.search(r"^fingerprint: (\S+)", out, re.M).group(1)
+        pw = state_path("password"); open(pw, "w").write(PASSWORD)
+        sh([SERVER, "user", "add", USER, "--password-file", pw, "--data", data])
+        os.unlink(pw)
+        open(os.path.join(data, "fingerprint"), "w").write(fp)
+    st["fingerprint"] = open(os.path.join(data, "fingerprint")).read().strip()
+    srv_log = open(state_path("server.log"), "a")
+    server = subprocess.Popen(["ip", "netns", "exec", SRV_NS, SERVER, "run", "--data", data, "--urls", f"https://{SRV_IP}:{ISR_PORT}"],
+                              stdout=srv_log, stderr=subprocess.STDOUT)
+    www = state_path("www"); os.makedirs(www, exist_ok=True)
+    conf = state_path("nginx.conf")
+    open(conf, "w").write(f"""daemon off; worker_processes 1; pid {state_path('nginx.pid')}; error_log {state_path('nginx.err')};
+events {{ worker_connections 64; }}
+http {{ access_log off; sendfile on; default_type application/octet-stream;
+  client_body_temp_path {WORK}/nginx-tmp; proxy_temp_path {WORK}/nginx-tmp; fastcgi_temp_path {WORK}/nginx-tmp;
+  uwsgi_temp_path {WORK}/nginx-tmp; scgi_temp_path {WORK}/nginx-tmp;
+  server {{ listen {SRV_IP}:{HTTP_PORT}; root {www}; }} }}
+""")
+    os.makedirs(f"{WORK}/nginx-tmp", exist_ok=True)
+    nginx = subprocess.Popen(["ip", "netns", "exec", SRV_NS, "nginx", "-c", conf, "-e", state_path("nginx.err")],
+                             stdout=subprocess.DEVNULL, stderr=open(state_path("nginx.err"), "a"))
+    for _ in range(600):
+        try:
+            sh(["curl", "-sk", "-o", "/dev/null", f"https://{SRV_IP}:{ISR_PORT}/"], ns=SITE_NS, timeout=10)
+            sh(["curl", "-s", "-o", "/dev/null", f"http://{SRV_IP}:{HTTP_PORT}/"], ns=SITE_NS, check=False, timeout=10)
+            break
+        except (RuntimeError, subprocess.TimeoutExpired):
+            if server.poll() is not None:
+                raise RuntimeError("isr-server exited; see " + state_path("server.log"))
+            time.sleep(0.5)
+    return [server, nginx]
+
+
+def prepare_parcel(st, image):
+    """The parcel the runs resume: created from the guest's disk, booted, one workload run, caches dropped, suspended,
+    checked in. Its version has a memory image and a working set (boot + workload)."""
+    if st.get("parcel_ready"):
+        return
+    netns("set-rate", "none")
+    site = Site(state_path("prep-site"))
+    site.login(st["fingerprint"])
+    if not st.get("parcel_created"):
+        log("prepare: isr create (imports the 2 GiB disk through our NBD server)")
+        site.isr("create", PARCEL, "--from", image, "--memory", MEM, "--accelerator", ACCEL)
+        st["parcel_created"] = True; write_state(st)
+    con = Console(os.path.join(site.home, "console"), os.path.join(site.home, "console.log"))
+    try:
+        log("prepare: first resume (boot), one workload run, drop caches, suspend, check in")
+        site.isr("resume", PARCEL, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0")
+        con.wait(r"^ISR-READY", 0, 600)
+        m = con.mark(); con.send("run"); con.wait(r"^ISR-WORKLOAD-DONE", m, 1800)
+        m = con.mark(); con.send("drop"); con.wait(r"^ISR-DROPPED", m, 300)
+        out = json.loads(site.isr("suspend", PARCEL, "--json").stdout)
+        st["suspend"] = out
+    finally:
+        con.close()
+    site.isr("checkin", PARCEL)
+    stat = site.stat()
+    st.update(parcel_ready=True, parcel_head=stat.get("headVersion"), memory_image_raw=stat.get("memoryImageBytes"),
+              disk_size=stat.get("diskSize"))
+    write_state(st)
+
+
+def prepare_local(st, image):
+    """The no-ISR reference: the same guest from a local file, brought to the same point (boot, one workload run,
+    caches dropped), its state saved with QEMU's migration to a file. Also the peers' files: the raw disk for
+    nbdkit-curl, and zstd-compressed disk and state for the ISR-1 copy-in."""
+    if st.get("local_ready"):
+        return
+    d = state_path("local"); shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
+    disk = os.path.join(d, "disk.img")
+    sh(["cp", "--sparse=always", image, disk])
+    log("prepare: local reference boot, one workload run, drop caches, save state")
+    vm = PlainVm(os.path.join(d, "vm"), disk, "raw")
+    try:
+        vm.console.wait(r"^ISR-READY", 0, 600, vm.alive)
+        m = vm.console.mark(); vm.console.send("run"); vm.console.wait(r"^ISR-WORKLOAD-DONE", m, 1800, vm.alive)
+        m = vm.console.mark(); vm.console.send("drop"); vm.console.wait(r"^ISR-DROPPED", m, 300, vm.alive)
+        vm.qmp.cmd("stop")
+        vm.qmp.cmd("migrate", uri=f"exec:cat > {d}/mem.state")
+        vm.qmp.wait_migration()
+        vm.qmp.cmd("quit")
+        vm.proc.wait(60)
+    finally:
+        vm.kill()
+    www = state_path("www")
+    sh(["cp", "--sparse=always", disk, os.path.join(www, "disk.raw")])
+    sh(["zstd", "-q", "-f", "-3", "-T2", disk, "-o", os.path.join(www, "disk.img.zst")])
+    sh(["zstd", "-q", "-f", "-3", "-T2", f"{d}/mem.state", "-o", os.path.join(www, "mem.state.zst")])
+    st.update(local_ready=True, local_mem_state_bytes=os.path.getsize(f"{d}/mem.state"),
+              isr1_disk_zst=os.path.getsize(os.path.join(www, "disk.img.zst")),
+              mem_state_zst=os.path.getsize(os.path.join(www, "mem.state.zst")),
+              disk_allocated=os.stat(disk).st_blocks * 512)
+    write_state(st)
+
+
+# ------------------------------------------------------------------ one run of a cell
+def ping(con, alive=None):
+    m = con.mark(); con.send("ping")
+    return con.wait(r"^ISR-PONG", m, 3600, alive)[0]
+
+
+def workload(con, alive=None):
+    m = con.mark(); t1 = time.monotonic(); con.send("run")
+    t2, line = con.wait(r"^ISR-WORKLOAD-DONE", m, 7200, alive)
+    g = re.search(r"seconds=([0-9.]+)", line)
+    return t2 - t1, float(g.group(1)) if g else None
+
+
+def run_isr(policy, rate, rundir, with_workload, st):
+    site = Site(os.path.join(rundir, "site"))
+    netns("set-rate", "none")
+    t = time.monotonic()
+    site.login(st["fingerprint"])  # Argon2id of the password, as resume does it again: a part of isr's fixed cost
+    r = {"login_s": round(time.monotonic() - t, 2)}
+    if policy == "hoard":  # the transfer alone, over the shaped link: how much of the link a hoard uses
+        netns("set-rate", rate)
+        try:
+            out = json.loads(site.isr("hoard", PARCEL, "--json").stdout)
+        finally:
+            netns("set-rate", "none")
+            site.isr("logout", check=False)
+            shutil.rmtree(site.home, ignore_errors=True)
+        return r | {"hoard": out, "hoard_seconds": out.get("seconds"), "hoard_bytes": out.get("bytesFetched")}
+    if policy == "proactive":
+        t = time.monotonic()
+        out = json.loads(site.isr("hoard", PARCEL, "--json").stdout)
+        r.update(hoard_seconds=round(time.monotonic() - t, 2), hoard=out)
+    netns("set-rate", rate)
+    con = Console(os.path.join(rundir, "console"), os.path.join(rundir, "console.log"))
+    try:
+        t0 = time.monotonic()
+        out = site.isr("resume", PARCEL, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0", "--json", *POLICIES[policy])
+        t_ret = time.monotonic()
+        t_pong = ping(con)
+        res = json.loads(out.stdout)  # the session's counters at cont (isr stat would also read keyring pages over the link)
+        r.update(resume_s=round(t_pong - t0, 3), resume_cmd_s=round(t_ret - t0, 3), resume_to_cont_s=res.get("resumeSeconds"),
+                 home_bytes_at_cont=res.get("homeBytes"), transfers_at_cont=res.get("transfers"))
+        if with_workload:
+            w, g = workload(con)
+            s1 = site.stat().get("session") or {}
+            r.update(workload_s=round(w, 2), guest_seconds=g, guest_wait_s=s1.get("guestWaitSeconds"), misses=s1.get("misses"),
+                     home_bytes_total=s1.get("homeBytes"), cache_bytes=s1.get("cacheBytes"), transfers=s1.get("transfers"))
+    finally:
+        con.close()
+        netns("set-rate", "none")
+        site.stop_vm()
+        shutil.rmtree(site.home, ignore_errors=True)
+    return r
+
+
+def run_plain(kind, rate, rundir, with_workload, st):
+    """local: QEMU from the local state file with a qcow2 overlay on the local disk. isr1: copy both compressed files
+    over the link (ISR-1), then resume locally. nbdkit: copy the compressed state, disk demand-paged by nbdkit-curl
+    from nginx, local qcow2 overlay."""
+    os.makedirs(rundir, exist_ok=True)
+    local = state_path("local")
+    overlay = os.path.join(rundir, "overlay.qcow2")
+    nbdkit = None
+    r = {}
+    if kind != "local":
+        netns("set-rate", rate)
+    t0 = time.monotonic()
+    if kind == "local":
+        base, state = os.path.join(local, "disk.img"), f"cat {local}/mem.state"
+        sh(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", overlay])
+        disk, fmt, ns = overlay, "qcow2", None
+    else:
+        url = f"http://{SRV_IP}:{HTTP_PORT}"
+        mem = os.path.join(rundir, "mem.state.zst")
+        if kind == "isr1":
+            disk, fmt = os.path.join(rundir, "disk.img"), "raw"
+            sh(["bash", "-c", f"set -o pipefail; curl -sf {url}/disk.img.zst | zstd -dq --sparse -o {disk}"], ns=SITE_NS)
+            sh(["curl", "-sf", "-o", mem, f"{url}/mem.state.zst"], ns=SITE_NS)
+        else:
+            sock = os.path.join(rundir, "nbd.sock")
+            nbdkit = subprocess.Popen(["ip", "netns", "exec", SITE_NS, "nbdkit", "-f", "-r", "-U", sock, "curl", f"url={url}/disk.raw"],
+                                      stdout=subprocess.DEVNULL, stderr=open(os.path.join(rundir, "nbdkit.err"), "w"))
+            for _ in range(300):
+                if os.path.exists(sock):
+                    break
+                time.sleep(0.05)
+            sh(["qemu-img", "create", "-q", "-f", "qcow2", "-b", f"nbd+unix:///?socket={sock}", "-F", "raw", overlay])
+            disk, fmt = overlay, "qcow2"
+            sh(["curl", "-sf", "-o", mem, f"{url}/mem.state.zst"], ns=SITE_NS)
+        state, ns = f"zstd -dc {mem}", SITE_NS
+        r["copied_s"] = round(time.monotonic() - t0, 3)
+    vm = PlainVm(os.path.join(rundir, "vm"), disk, fmt, ns=ns, incoming=f"exec:{state}")
+    try:
+        vm.qmp.wait_migration()  # incoming: status goes to completed
+        vm.qmp.cmd("cont")
+        t_cont = time.monotonic()
+        t_pong = ping(vm.console, vm.alive)
+        r.update(resume_s=round(t_pong - t0, 3), resume_to_cont_s=round(t_cont - t0, 3))
+        if with_workload:
+            w, g = workload(vm.console, vm.alive)
+            r.update(workload_s=round(w, 2), guest_seconds=g)
+    finally:
+        vm.kill()
+        if nbdkit is not None and nbdkit.poll() is None:
+            nbdkit.terminate()
+            try:
+                nbdkit.wait(10)
+            except subprocess.TimeoutExpired:
+                nbdkit.kill()
+        netns("set-rate", "none")
+        shutil.rmtree(rundir, ignore_errors=True)
+    return r
+
+
+# ------------------------------------------------------------------ the matrix
+def plan():
+    """(cell, rate, target runs, workload in every run). Passes go over this list in order, so runs of different
+    cells alternate (A B C … A B C …)."""
+    # isr over the unshaped veth: its own fixed cost (CLI, daemon, keys, HTTPS, decode, QEMU load) with ~no link time.
+    # The local reference comes back before each bandwidth: T_local is the yardstick, and the host's load drifts.
+    p = [("local", None, 9, True), ("isr:demand", "none", 3, False)]
+    for rate in ("10mbit", "100mbit"):
+        p.append(("local", None, 9, True))
+        for c in ("isr:demand", "isr:demand+ws", "isr:proactive", "peer:nbdkit"):
+            p.append((c, rate, 5, True))
+        # After a baseline or ISR-1 copy the guest runs from local data: one workload run checks that, latency is the point.
+        p += [("isr:baseline", rate, 3, rate == "100mbit"), ("peer:isr1", rate, 3, False)]
+    p += [("local", None, 9, True), ("isr:demand", "1mbit", 3, False), ("isr:demand+ws", "1mbit", 2, False), ("isr:proactive", "1mbit", 2, False),
+          ("peer:nbdkit", "1mbit", 1, False), ("isr:hoard", "100mbit", 1, False), ("isr:hoard", "10mbit", 1, False),
+          ("isr:demand+ws", "1mbit-workload", 1, True)]
+    return p
+
+
+def key(cell, rate):
+    return f"{cell}@{rate or 'local'}"
+
+
+def load_results(path):
+    out = []
+    if os.path.exists(path):
+        for line in open(path):
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass  # a line cut by a kill: that run is done again
+    return out
+
+
+def expected_seconds(results, cell, rate, with_workload):
+    done = [r for r in results if r.get("key") == key(cell, rate) and "error" not in r and "superseded" not in r]
+    if done:
+        return statistics.median(r.get("elapsed_s", 0) for r in done)
+    rough = {"100mbit": 120, "10mbit": 250, "1mbit": 250, "1mbit-workload": 900}.get(rate, 100)
+    return rough + (90 if with_workload else 0)
+
+
+def run_matrix(args):
+    st = read_state()
+    procs = start_services(st)
+    try:
+        prepare_parcel(st, args.image)
+        prepare_local(st, args.image)
+        results = load_results(args.results)
+        deadline = calendar.timegm(time.strptime(args.deadline, "%Y-%m-%dT%H:%M")) if args.deadline else None
+        items = plan() if not args.only else [p for p in plan() if key(p[0], p[1]) in args.only.split(",")]
+        max_target = max(p[2] for p in items)
+        occurrences = {}
+        for cell, rate, *_ in items:
+            occurrences[key(cell, rate)] = occurrences.get(key(cell, rate), 0) + 1
+        for pass_no in range(1, max_target + 1):
+            seen = {}
+            for cell, rate, target, with_workload in items:
+                k = key(cell, rate)
+                seen[k] = seen.get(k, 0) + 1
+                if os.path.exists(state_path("stop")):
+                    log("stop file found: stopping between runs")
+                    return
+                done = sum(1 for r in results if r.get("key") == key(cell, rate) and "error" not in r and "superseded" not in r)
+                # a cell listed m times gets up to m runs per pass
+                if done >= min(target, (pass_no - 1) * occurrences[k] + seen[k]) or done >= (args.max_runs or 99):
+                    continue
+                est = expected_seconds(results, cell, rate, with_workload)
+                if deadline and time.time() + est > deadline:
+                    log(f"skip {key(cell, rate)}: ~{est:.0f} s would pass the deadline")
+                    continue
+                log(f"pass {pass_no}: {key(cell, rate)} run {done + 1}/{target} (load {load_avg():.1f})")
+                rundir = state_path(f"runs/{key(cell, rate).replace(':', '-').replace('+', 'p')}-{int(time.time())}")
+                t = time.monotonic()
+                rec = {"key": key(cell, rate), "cell": cell, "rate": rate or "local", "run": done + 1, "workload": with_workload,
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_before": load_avg()}
+                try:
+                    kind, name = cell.split(":") if ":" in cell else ("plain", cell)
+                    link = rate.split("-")[0] if rate else None  # "1mbit-workload": a separate target on the same link
+                    rec["rate"] = link or "local"
+                    if kind == "isr":
+                        rec.update(run_isr(name, link, rundir, with_workload, st))
+                    else:
+                        rec.update(run_plain(name, link, rundir, with_workload, st))
+                except Exception as e:  # noqa: BLE001 - recorded, the matrix goes on
+                    rec["error"] = str(e)[-1500:]
+                    log(f"  error: {rec['error'][:300]}")
+                rec["elapsed_s"] = round(time.monotonic() - t, 1)
+                rec["load_after"] = load_avg()
+                with open(args.results, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                results.append(rec)
+                log(f"  resume {rec.get('resume_s')} s, workload {rec.get('workload_s')} s, wait {rec.get('guest_wait_s')} s, took {rec['elapsed_s']} s")
+        state = dict(st)
+        state.pop("fingerprint", None)
+        json.dump(state, open(args.results.replace(".jsonl", "-setup.json"), "w"), indent=1)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def main():
+    global ROOT, WORK, ISR, SERVER
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["run", "render"])
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--work", help="scratch directory (server data, sites, reference state)")
+    ap.add_argument("--image", help="the realistic guest's disk.img")
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--deadline", help="UTC YYYY-MM-DDTHH:MM: start no run expected to end after it")
+    ap.add_argument("--only", help="comma-separated cell keys, e.g. isr:demand@10mbit")
+    ap.add_argument("--max-runs", type=int, help="at most this many runs per cell (a smoke run: 1)")
+    ap.add_argument("--out", help="render: the Markdown file")
+    args = ap.parse_args()
+    ROOT = args.root
+    ISR, SERVER = os.path.join(ROOT, "build/Isr.Cli/isr"), os.path.join(ROOT, "build/Isr.Server/isr-server")
+    if args.command == "render":
+        import policies_render
+        policies_render.render(load_results(args.results), args.results, args.out)
+        return
+    WORK = args.work
+    os.makedirs(WORK, exist_ok=True)
+    if os.path.exists(state_path("stop")):
+        os.unlink(state_path("stop"))
+    # SIGTERM ends the run through the finally blocks: the VM, nbdkit, server and nginx are stopped by PID.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    run_matrix(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+#!/bin/bash
+# Resume latency and slowdown per state-transfer policy (baseline, proactive, demand, demand + working-set
+# prefetch) x bandwidth (100 Mbit/s, 10, 1 over tc tbf), with the no-ISR local time and two peers in the same run:
+# ISR-1 copy-in of the compressed image files, and nbdkit-curl demand paging from nginx. Root, Debian bookworm.
+#
+#   scripts/bench/policies.sh [run] [--deadline YYYY-MM-DDTHH:MM] [--only KEY,...] [--max-runs N]
+#   scripts/bench/policies.sh render
+#
+# run: installs what it needs, builds isr, isr-server and the realistic guest, makes the namespaces, prepares the
+# parcel and the reference state once (scratch in guest/out/bench-policies), then runs the matrix in interleaved
+# passes. Each finished run is appended to bench/results/policies.jsonl; a restart does only what is missing.
+# --deadline (UTC) starts no run expected to end after it. KEY is like isr:demand@10mbit, peer:nbdkit@1mbit, local@local.
+# render: docs/benchmarks/policies.md and PNG plots from the results file (run calls it at the end).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+[ "$(id -u)" -eq 0 ] || { echo "policies.sh: must run as root (network namespaces)" >&2; exit 1; }
+cmd=run
+case "${1:-}" in run | render) cmd=$1; shift ;; esac
+RESULTS=bench/results/policies.jsonl
+mkdir -p bench/results
+
+need=()
+for p in nbdkit:nbdkit nginx:nginx-light zstd:zstd curl:curl gnuplot:gnuplot-nox qemu-img:qemu-utils; do
+    command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
+
+if [ "$cmd" = render ]; then
+    exec python3 scripts/bench/policies.py render --root "$ROOT" --results "$RESULTS" --out docs/benchmarks/policies.md
+fi
+
+bash scripts/guest-realistic/build.sh
+for project in Isr.Cli Isr.Server; do
+    dotnet build "src/$project" -c Release -o "build/$project" -v quiet -nologo | grep -E " error |rror\(s\)" || true
+done
+bash scripts/bench/netns.sh up >/dev/null
+python3 scripts/bench/policies.py run --root "$ROOT" --work "$ROOT/guest/out/bench-policies" --image "$ROOT/guest/out/realistic/disk.img" \
+    --results "$RESULTS" "$@"
+python3 scripts/bench/policies.py render --root "$ROOT" --results "$RESULTS" --out docs/benchmarks/policies.md
