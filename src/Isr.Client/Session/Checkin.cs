@@ -64,7 +64,9 @@ public static class Checkin
             site.UpdateLocal(parcel, s => s with { LockToken = null });
             result = result with { LockReleased = true };
             // Committed and no longer held here: nothing of this parcel at the site is needed any more.
-            if (site.Config.WipeAfterCheckin) result = result with { Wiped = SiteWipe.Run(site, parcel, site.Config.WipeCache) };
+            // Read now, not at daemon start: the user may have set it while the daemon ran.
+            var config = SiteConfig.Load(site.Root);
+            if (config.WipeAfterCheckin) result = result with { Wiped = SiteWipe.Run(site, parcel, config.WipeCache) };
         }
         return result;
     }
