@@ -45,5 +45,8 @@ public static class CheckinCommand
         var running = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "running", Parcel = parcel }, null, ct, startIfNeeded: false);
         if (running is { ValueKind: JsonValueKind.True })
             throw new InvalidOperationException($"parcel '{parcel}' is running at this site: suspend it first, then {action}");
+        var checkins = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "checkins" }, null, ct, startIfNeeded: false);
+        if (checkins?.Deserialize<CheckinProgress[]>(DaemonJson.Options)?.Any(c => c.Parcel == parcel && c.State == "uploading") == true)
+            throw new InvalidOperationException($"parcel '{parcel}' is being checked in at this site in the background: wait until 'isr status' says it is committed, then {action}");
     }
 }
