@@ -31,10 +31,27 @@ public sealed class KillPointTests
             Assert.True(code == 137, $"expected a SIGKILL at {step}, got {code}: {stderr}");
             Assert.Contains($"killed at {step}", stderr);
         }
-        var done = await a.IsrJsonAsync("checkin", "box");
+        // The last try runs in the background with the site wipe configured: the CLI returns, `isr status` follows it.
+        File.WriteAllText(Path.Combine(a.Home, "config.json"), "{\"wipeAfterCheckin\": true, \"wipeCache\": true}");
+        Assert.Equal("uploading", (await a.IsrJsonAsync("checkin", "box", "--background")).GetProperty("state").GetString());
+        JsonElement status = default;
+        for (int poll = 0; poll < 1200 && !(status.ValueKind == JsonValueKind.Object && status.GetProperty("safeToLeave").GetBoolean()); poll++)
+        {
+            if (poll > 0) await Task.Delay(250);
+            var (statusCode, statusOut, _) = await a.IsrAsync("status", "--json");
+            status = JsonDocument.Parse(statusOut).RootElement[0];
+            Assert.Equal(status.GetProperty("safeToLeave").GetBoolean() ? 0 : 10, statusCode);
+            Assert.NotEqual("failed", status.GetProperty("backgroundCheckin").GetProperty("state").GetString());
+        }
+        var done = status.GetProperty("backgroundCheckin").GetProperty("result");
+        Assert.True(status.GetProperty("safeToLeave").GetBoolean(), status.ToString());
+        Assert.Contains("safe to leave", status.GetProperty("advice").GetString());
         Assert.Equal(2, done.GetProperty("version").GetInt64());
         Assert.True(done.GetProperty("lockReleased").GetBoolean());
-        Assert.True((await a.IsrJsonAsync("status"))[0].GetProperty("safeToLeave").GetBoolean());
+        // Wiped: nothing left at site A that the password could open; the cache holds no blob.
+        Assert.False(Directory.Exists(Path.Combine(a.Home, "parcels", "box")));
+        Assert.False(File.Exists(Path.Combine(a.Home, "login.json")));
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(a.Home, "cache"), "*", SearchOption.AllDirectories));
         var versions = (await b.IsrJsonAsync("ls", "-l"))[0].GetProperty("versions").EnumerateArray().ToList();
         Assert.Equal(2, versions.Count); // three interrupted check-ins and one complete one made exactly one version
 

@@ -12,15 +12,23 @@ public static class CheckinCommand
     public static Command Build()
     {
         var keepLock = new Option<bool>("--keep-lock") { Description = "Commit but keep the lock (to resume here again)" };
+        var background = new Option<bool>("--background") { Description = "Return at once; the site daemon uploads and commits, and releases the lock ('isr status' says when it is safe to leave)" };
         var command = new Command("checkin", "Upload the suspended parcel's changes, commit them as a version and release the lock; needs no password")
         {
-            Cli.Parcel, Cli.Store, keepLock, Cli.Json,
+            Cli.Parcel, Cli.Store, keepLock, background, Cli.Json,
         };
         command.SetAction(async (parse, ct) =>
         {
             var site = Cli.Site();
             string name = parse.GetValue(Cli.Parcel)!;
             await RefuseWhileRunningAsync(site, name, "check it in", ct);
+            if (parse.GetValue(background))
+            {
+                if (parse.GetValue(keepLock)) throw new ArgumentException("--background always releases the lock, so that the user can leave: drop --keep-lock");
+                var started = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "checkin", Parcel = name, Store = Cli.StorePath(parse, site, name) }, null, ct);
+                Cli.Print(parse, started!, () => AnsiConsole.WriteLine($"checking in {name} in the background: 'isr status' shows its progress and says when it is safe to leave"));
+                return 0;
+            }
             var home = Cli.Home(parse, site, name);
             var result = await Progress.RunBytesAsync(parse, $"checking in {name}", progress =>
                 Checkin.RunAsync(site, home, name, releaseLock: !parse.GetValue(keepLock), progress, ct));
@@ -37,5 +45,8 @@ public static class CheckinCommand
         var running = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "running", Parcel = parcel }, null, ct, startIfNeeded: false);
         if (running is { ValueKind: JsonValueKind.True })
             throw new InvalidOperationException($"parcel '{parcel}' is running at this site: suspend it first, then {action}");
+        var checkins = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "checkins" }, null, ct, startIfNeeded: false);
+        if (checkins?.Deserialize<CheckinProgress[]>(DaemonJson.Options)?.Any(c => c.Parcel == parcel && c.State == "uploading") == true)
+            throw new InvalidOperationException($"parcel '{parcel}' is being checked in at this site in the background: wait until 'isr status' says it is committed, then {action}");
     }
 }

@@ -9,7 +9,8 @@ namespace Isr.Cli.Commands;
 /// no lock held here, nothing running).</summary>
 public static class StatusCommand
 {
-    public sealed record ParcelStatus(string Parcel, bool Running, bool PendingCheckin, bool LocalChanges, bool LockHeldHere, bool SafeToLeave, string Advice);
+    public sealed record ParcelStatus(string Parcel, bool Running, bool PendingCheckin, bool LocalChanges, bool LockHeldHere, bool SafeToLeave, string Advice,
+        CheckinProgress? BackgroundCheckin = null);
 
     public static Command Build()
     {
@@ -19,9 +20,22 @@ public static class StatusCommand
             var site = Cli.Site();
             var parcelsRoot = Path.Combine(site.Root, "parcels");
             var statuses = new List<ParcelStatus>();
-            foreach (var dir in Directory.Exists(parcelsRoot) ? Directory.EnumerateDirectories(parcelsRoot).Order() : Enumerable.Empty<string>())
+            var checkins = (await DaemonClient.SendAsync(site, new DaemonRequest { Op = "checkins" }, null, ct, startIfNeeded: false))?
+                .Deserialize<CheckinProgress[]>(DaemonJson.Options)?.ToDictionary(c => c.Parcel) ?? [];
+            var names = (Directory.Exists(parcelsRoot) ? Directory.EnumerateDirectories(parcelsRoot).Select(Path.GetFileName) : [])
+                .Concat(checkins.Keys).Distinct().Order();
+            foreach (var name in names.OfType<string>())
             {
-                var name = Path.GetFileName(dir);
+                if (checkins.TryGetValue(name, out var background) && background.State != "failed")
+                {
+                    // The daemon's check-in owns the parcel's files until it ends (and a wipe may have removed them).
+                    var wiped = background.Result?.Wiped is not null ? "; this site's copy was wiped" : "";
+                    statuses.Add(new ParcelStatus(name, false, !background.SafeToLeave, false, !background.SafeToLeave, background.SafeToLeave,
+                        background.SafeToLeave ? $"committed on the server as version {background.Result!.Version}{wiped}: safe to leave"
+                            : $"checking in: {Cli.Bytes(background.BytesSent)}{(background.BytesTotal is { } t ? $" of {Cli.Bytes(t)}" : "")} sent; not safe to leave yet",
+                        background));
+                    continue;
+                }
                 var running = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "running", Parcel = name }, null, ct, startIfNeeded: false);
                 bool isRunning = running is { ValueKind: JsonValueKind.True };
                 bool pending = File.Exists(site.PendingCommitPath(name));
@@ -29,11 +43,12 @@ public static class StatusCommand
                 bool changes = journal.Exists && journal.Length > 13;
                 bool locked = site.ReadLocal(name)?.LockToken is not null;
                 var advice = isRunning ? $"running: 'isr suspend {name}', then 'isr checkin {name}'"
+                    : background is { Error: { } error } ? $"the background check-in failed ({error}): 'isr checkin {name}' retries"
                     : pending ? $"suspended here but not checked in: 'isr checkin {name}'"
                     : changes ? $"changes not in any version: 'isr resume {name} --cold' or 'isr discard {name}'"
                     : locked ? $"checked in; the lock is still held here: 'isr checkin {name}' releases it"
                     : "checked in: safe to leave";
-                statuses.Add(new ParcelStatus(name, isRunning, pending, changes, locked, !isRunning && !pending && !changes && !locked, advice));
+                statuses.Add(new ParcelStatus(name, isRunning, pending, changes, locked, !isRunning && !pending && !changes && !locked, advice, background));
             }
             Cli.Print(parse, statuses, () =>
             {

@@ -15,6 +15,7 @@ namespace Isr.Client.Daemon;
 public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<string> log)
 {
     private readonly Dictionary<string, ParcelSession> _sessions = new();
+    private readonly Dictionary<string, BackgroundCheckin> _checkins = new();
     private readonly SemaphoreSlim _gate = new(1, 1);
     private DateTimeOffset _lastActivity = DateTimeOffset.UtcNow;
 
@@ -41,6 +42,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
         {
             File.Delete(site.DaemonSocket);
             foreach (var session in _sessions.Values) await session.DisposeAsync();
+            foreach (var checkin in _checkins.Values) await checkin.Completion;
             await idleWatch;
         }
     }
@@ -50,7 +52,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
         while (!stop.IsCancellationRequested)
         {
             try { await Task.Delay(TimeSpan.FromSeconds(1), stop.Token); } catch (OperationCanceledException) { return; }
-            if (_sessions.Count == 0 && _gate.CurrentCount == 1 && DateTimeOffset.UtcNow - _lastActivity > idleTimeout)
+            if (_sessions.Count == 0 && _gate.CurrentCount == 1 && !_checkins.Values.Any(c => c.Running) && DateTimeOffset.UtcNow - _lastActivity > idleTimeout)
             {
                 log("idle with no sessions: exiting");
                 stop.Cancel();
@@ -78,7 +80,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
             request = line is null ? null : JsonSerializer.Deserialize<DaemonRequest>(line, DaemonJson.Options);
             if (request is null) return;
             _lastActivity = DateTimeOffset.UtcNow;
-            var progress = new InlineProgress(m => Send(new DaemonReply { Kind = "progress", Message = m }).GetAwaiter().GetResult());
+            var progress = new InlineProgress<string>(m => Send(new DaemonReply { Kind = "progress", Message = m }).GetAwaiter().GetResult());
             var result = await HandleAsync(request, progress, ct);
             await Send(new DaemonReply { Kind = "result", Result = JsonSerializer.SerializeToElement(result, DaemonJson.Options) });
         }
@@ -101,6 +103,8 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
                 return new { pid = Environment.ProcessId, sessions = _sessions.Keys.ToArray() };
             case "stat":
                 return _sessions.TryGetValue(Require(request.Parcel), out var running) ? running.Stats() : null;
+            case "checkins":
+                lock (_checkins) return _checkins.Values.Select(c => c.Snapshot()).OrderBy(c => c.Parcel).ToArray();
         }
         await _gate.WaitAsync(ct);
         try
@@ -109,6 +113,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
             switch (request.Op)
             {
                 case "resume":
+                    RefuseDuringCheckin(parcel, "resume it");
                     if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is already running at this site");
                     var session = await ResumeAsync(parcel, request, progress, ct);
                     _sessions[parcel] = session;
@@ -131,6 +136,13 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
                     return suspended;
                 case "sync":
                     return await Running(parcel).SyncAsync(progress, ct);
+                case "checkin":
+                    // The upload outlives this request: the CLI returns, the user may walk away, `isr status` follows it.
+                    if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is running at this site: suspend it first, then check it in");
+                    RefuseDuringCheckin(parcel, "check it in again");
+                    var checkin = new BackgroundCheckin(site, HomeLocator.Open(site, request.Store), parcel, log, ct);
+                    lock (_checkins) _checkins[parcel] = checkin;
+                    return checkin.Snapshot();
                 case "running":
                     return _sessions.ContainsKey(parcel);
                 default:
@@ -141,6 +153,13 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
         {
             _gate.Release();
         }
+    }
+
+    private void RefuseDuringCheckin(string parcel, string action)
+    {
+        lock (_checkins)
+            if (_checkins.TryGetValue(parcel, out var c) && c.Running)
+                throw new InvalidOperationException($"parcel '{parcel}' is being checked in at this site in the background: wait until 'isr status' says it is committed, then {action}");
     }
 
     private ParcelSession Running(string parcel) =>
@@ -190,10 +209,4 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
     }
 
     private static string Require(string? value) => value ?? throw new ArgumentException("request is missing a field");
-}
-
-/// <summary>Reports on the caller's thread, so progress lines precede the final answer (Progress&lt;T&gt; posts to the thread pool).</summary>
-internal sealed class InlineProgress(Action<string> report) : IProgress<string>
-{
-    public void Report(string value) => report(value);
 }

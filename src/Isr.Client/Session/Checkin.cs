@@ -9,7 +9,11 @@ namespace Isr.Client.Session;
 /// <summary>The home's disk is full: the check-in did not commit, and the pending version is kept at the site.</summary>
 public sealed class HomeFullException(string message, Exception inner) : IOException(message, inner);
 
-public sealed record CheckinResult(long Version, bool Side, int ChunksUploaded, long BytesUploaded, bool LockReleased);
+public sealed record CheckinResult(long Version, bool Side, int ChunksUploaded, long BytesUploaded, bool LockReleased)
+{
+    /// <summary>What the site wipe removed after this check-in (site config wipeAfterCheckin), or null when it did not run.</summary>
+    public SiteWipe.Report? Wiped { get; init; }
+}
 
 /// <summary>
 /// Sends a suspended parcel home: uploads the blobs of its pending version that the home lacks, commits the version
@@ -20,7 +24,7 @@ public static class Checkin
 {
     /// <param name="rebase">For a running session (sync): moves its disk onto the committed version instead of emptying the journal.</param>
     public static async Task<CheckinResult> RunAsync(SiteDirectory site, IParcelHome home, string parcel, bool releaseLock,
-        IProgress<long>? progress, CancellationToken ct, Func<VersionRecord, Task>? rebase = null)
+        IProgress<long>? progress, CancellationToken ct, Func<VersionRecord, Task>? rebase = null, Action<long>? onTotal = null)
     {
         var local = site.ReadLocal(parcel) ?? new ParcelLocalState();
         if (home is ServerParcelHome server) server.LockToken = local.LockToken;
@@ -37,7 +41,7 @@ public static class Checkin
             VersionRecord committed;
             try
             {
-                (count, bytes) = await Uploader.UploadMissingAsync(site.Cache, home.Chunks, pending.BlobTags, progress, ct);
+                (count, bytes) = await Uploader.UploadMissingAsync(site.Cache, home.Chunks, pending.BlobTags, progress, ct, onTotal);
                 KillPoint.Reach("checkin.after-upload");
                 committed = await home.CommitAsync(parcel, pending.Version, ct);
             }
@@ -59,6 +63,10 @@ public static class Checkin
             await lockHome.ReleaseLockAsync(parcel, token, ct);
             site.UpdateLocal(parcel, s => s with { LockToken = null });
             result = result with { LockReleased = true };
+            // Committed and no longer held here: nothing of this parcel at the site is needed any more.
+            // Read now, not at daemon start: the user may have set it while the daemon ran.
+            var config = SiteConfig.Load(site.Root);
+            if (config.WipeAfterCheckin) result = result with { Wiped = SiteWipe.Run(site, parcel, config.WipeCache) };
         }
         return result;
     }

@@ -12,9 +12,11 @@ public static class Uploader
     private const int BatchSize = 64;
 
     public static async Task<(int Count, long Bytes)> UploadMissingAsync(IChunkStore cache, IChunkStore home, IReadOnlyCollection<ChunkTag> tags,
-        IProgress<long>? progress, CancellationToken ct)
+        IProgress<long>? progress, CancellationToken ct, Action<long>? onTotal = null)
     {
         var missing = await home.MissingAsync(tags, ct);
+        if (onTotal != null && cache is DirectoryChunkStore files)
+            onTotal(missing.Sum(t => File.Exists(files.PathOf(t)) ? new FileInfo(files.PathOf(t)).Length : 0));
         long bytes = 0;
         var batches = home is IBatchChunkStore ? missing.Chunk(BatchSize) : missing.Select(t => new[] { t });
         await Parallel.ForEachAsync(batches, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = 4 }, async (batch, token) =>
