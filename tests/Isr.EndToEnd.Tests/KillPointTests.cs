@@ -62,4 +62,71 @@ public sealed class KillPointTests
         Assert.InRange(first.Counter, before.Counter + 1, before.Counter + 2);
         await b.IsrJsonAsync("suspend", "box");
     }
+
+    /// <summary>The daemon dies while suspending, after the version is durable as pending but before QEMU quits, and
+    /// the site then loses power (QEMU killed too): the next check-in commits that version once, and another site
+    /// resumes it where the guest stopped.</summary>
+    [Fact]
+    public async Task Suspend_killed_after_the_pending_commit_is_checked_in_by_the_next_command()
+    {
+        TestEnvironment.RequireProgram("qemu-system-x86_64");
+        await using var a = new TestSite("site-a");
+        await using var b = new TestSite("site-b");
+        await using var server = await TestServer.StartAsync(a.Root, TestSite.Password);
+        foreach (var site in new[] { a, b }) await site.LoginAsync(server);
+        await a.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage());
+        var console = Path.Combine(a.Root, "console-a.log");
+        const string step = "session.after-pending-commit";
+        await a.IsrJsonKillingAtAsync(step, "resume", "box", "--headless", "--serial", console); // starts the daemon with it
+        await SerialConsole.WaitForTicksAsync(console, 3, TimeSpan.FromSeconds(120));
+
+        var (code, _, stderr) = await a.IsrAsync("suspend", "box");
+        Assert.True(code != 0, $"suspend should fail when the daemon dies: {stderr}");
+        Assert.Contains($"killed at {step}", a.DaemonLog());
+        var before = SerialConsole.Ticks(console)[^1];
+        a.KillQemus();
+
+        var done = await a.IsrJsonAsync("checkin", "box");
+        Assert.Equal(2, done.GetProperty("version").GetInt64());
+        var versions = (await b.IsrJsonAsync("ls", "-l"))[0].GetProperty("versions").EnumerateArray().ToList();
+        Assert.Equal(2, versions.Count);
+
+        var consoleB = Path.Combine(b.Root, "console-b.log");
+        await b.IsrJsonAsync("resume", "box", "--headless", "--serial", consoleB);
+        var first = (await SerialConsole.WaitForTicksAsync(consoleB, 1, TimeSpan.FromSeconds(120)))[0];
+        Assert.Equal(before.Seed, first.Seed);
+        Assert.InRange(first.Counter, before.Counter + 1, before.Counter + 2);
+        await b.IsrJsonAsync("suspend", "box");
+    }
+
+    /// <summary>The daemon dies while suspending after the memory image is saved but before any version is prepared,
+    /// and QEMU is killed: nothing is pending, the disk the guest flushed is kept; the next resume boots from it, and
+    /// the next suspend and check-in commit it once.</summary>
+    [Fact]
+    public async Task Suspend_killed_after_the_memory_image_keeps_the_flushed_disk()
+    {
+        TestEnvironment.RequireProgram("qemu-system-x86_64");
+        await using var a = new TestSite("site-a");
+        await using var server = await TestServer.StartAsync(a.Root, TestSite.Password);
+        await a.LoginAsync(server);
+        await a.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage());
+        var console = Path.Combine(a.Root, "console-1.log");
+        const string step = "session.after-memory-image";
+        await a.IsrJsonKillingAtAsync(step, "resume", "box", "--headless", "--serial", console);
+        var ticks = await SerialConsole.WaitForTicksAsync(console, 3, TimeSpan.FromSeconds(120));
+
+        var (code, _, stderr) = await a.IsrAsync("suspend", "box");
+        Assert.True(code != 0, $"suspend should fail when the daemon dies: {stderr}");
+        Assert.Contains($"killed at {step}", a.DaemonLog());
+        a.KillQemus();
+
+        var console2 = Path.Combine(a.Root, "console-2.log");
+        var resumed = await a.IsrJsonAsync("resume", "box", "--headless", "--serial", console2);
+        Assert.True(resumed.GetProperty("coldBoot").GetBoolean()); // version 1 has no memory image: it boots the kept disk
+        var after = (await SerialConsole.WaitForTicksAsync(console2, 1, TimeSpan.FromSeconds(120)))[0];
+        Assert.Equal(ticks[0].Boot + 1, after.Boot); // the boot count the guest flushed before the kill is still on the disk
+        await a.IsrJsonAsync("suspend", "box");
+        var done = await a.IsrJsonAsync("checkin", "box");
+        Assert.Equal(2, done.GetProperty("version").GetInt64());
+    }
 }

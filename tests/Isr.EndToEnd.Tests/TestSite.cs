@@ -44,9 +44,22 @@ public sealed class TestSite : IAsyncDisposable
         return stdout;
     }
 
-    public async Task<JsonElement> IsrJsonAsync(params string[] args)
+    public Task<JsonElement> IsrJsonAsync(params string[] args) => IsrJsonAsync(null, args);
+
+    /// <summary>Like <see cref="IsrJsonAsync(string[])"/> with ISR_KILL_AT set: a daemon this starts inherits the kill point.</summary>
+    public Task<JsonElement> IsrJsonKillingAtAsync(string step, params string[] args) => IsrJsonAsync(step, args);
+
+    /// <summary>Power loss at the site: SIGKILL every QEMU this site started (the daemon is already gone).</summary>
+    public void KillQemus()
     {
-        var stdout = await IsrOkAsync([.. args, "--json"]);
+        foreach (var pid in _qemuPids) Kill(pid);
+        _qemuPids.Clear();
+    }
+
+    private async Task<JsonElement> IsrJsonAsync(string? killAt, string[] args)
+    {
+        var (code, stdout, stderr) = await IsrWithPasswordAsync(Password, [.. args, "--json"], killAt is null ? null : new() { ["ISR_KILL_AT"] = killAt });
+        Assert.True(code == 0, $"isr {string.Join(' ', args)} exited {code}\nstdout: {stdout}\nstderr: {stderr}\ndaemon log: {DaemonLog()}");
         var json = JsonDocument.Parse(stdout).RootElement.Clone();
         if (json.ValueKind == JsonValueKind.Object && json.TryGetProperty("qemuPid", out var pid) && pid.ValueKind == JsonValueKind.Number) _qemuPids.Add(pid.GetInt32());
         return json;

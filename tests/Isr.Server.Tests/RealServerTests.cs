@@ -1,7 +1,5 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Json;
-using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text.Json;
 using Isr.Format;
@@ -13,42 +11,9 @@ namespace Isr.Server.Tests;
 public sealed class RealServerTests : IDisposable
 {
     private readonly TempDir _dir = new();
-    private Process? _server;
+    private ServerProcess? _server;
 
-    private static string ServerDll()
-    {
-        var beside = Path.Combine(AppContext.BaseDirectory, "isr-server.dll");
-        if (File.Exists(Path.Combine(AppContext.BaseDirectory, "isr-server.runtimeconfig.json"))) return beside;
-        // fall back to the project's own output (same configuration as this test assembly)
-        var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Parent!.Name;
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            var candidate = Path.Combine(dir.FullName, "src", "Isr.Server", "bin", configuration, "net10.0", "isr-server.dll");
-            if (File.Exists(candidate)) return candidate;
-        }
-        throw new FileNotFoundException("isr-server.dll was not built");
-    }
-
-    private static async Task<(int Code, string Out, string Err)> RunToEndAsync(params string[] args)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        info.ArgumentList.Add(ServerDll());
-        foreach (var a in args) info.ArgumentList.Add(a);
-        using var process = Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        try { await process.WaitForExitAsync(cts.Token); }
-        catch (OperationCanceledException) { process.Kill(entireProcessTree: true); throw; }
-        return (process.ExitCode, await stdout, await stderr);
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    private static Task<(int Code, string Out, string Err)> RunToEndAsync(params string[] args) => ServerProcess.RunToEndAsync(args);
 
     [Fact]
     public async Task Init_user_add_run_and_login_over_pinned_http2()
@@ -71,35 +36,9 @@ public sealed class RealServerTests : IDisposable
         var list = await RunToEndAsync("user", "list", "--json", "--data", data);
         Assert.Equal("carol", JsonDocument.Parse(list.Out).RootElement[0].GetProperty("name").GetString());
 
-        int port = FreePort();
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { ServerDll(), "run", "--data", data, "--urls", $"https://127.0.0.1:{port}" }) info.ArgumentList.Add(a);
-        _server = Process.Start(info)!;
-        _server.ErrorDataReceived += (_, _) => { };
-        _server.BeginErrorReadLine();
-        string? runFingerprint = null;
-        using (var startup = new CancellationTokenSource(TimeSpan.FromMinutes(2)))
-        {
-            while (true)
-            {
-                var line = await _server.StandardOutput.ReadLineAsync(startup.Token) ?? throw new Exception("isr-server exited before listening");
-                if (line.StartsWith("fingerprint: ")) runFingerprint = line["fingerprint: ".Length..].Trim();
-                if (line.StartsWith("listening on ")) break;
-            }
-        }
-        Assert.Equal(fingerprint, runFingerprint);
-
-        using var handler = new HttpClientHandler
-        {
-            ServerCertificateCustomValidationCallback = (_, cert, _, _) =>
-                cert is not null && Convert.ToHexStringLower(SHA256.HashData(cert.RawData)) == fingerprint,
-        };
-        using var http = new HttpClient(handler)
-        {
-            BaseAddress = new Uri($"https://127.0.0.1:{port}"),
-            DefaultRequestVersion = HttpVersion.Version20,
-            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
-        };
+        _server = await ServerProcess.StartAsync(data);
+        Assert.Equal(fingerprint, _server.Fingerprint);
+        using var http = _server.Client();
         using var prelogin = await http.PostAsJsonAsync("/api/v1/prelogin", new { user = "carol" });
         Assert.Equal(HttpVersion.Version20, prelogin.Version);
         var kdfJson = (await prelogin.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("kdf");
@@ -145,19 +84,7 @@ public sealed class RealServerTests : IDisposable
 
     public void Dispose()
     {
-        if (_server is { } process)
-        {
-            try
-            {
-                if (!process.HasExited)
-                {
-                    process.Kill(entireProcessTree: true);
-                    process.WaitForExit(TimeSpan.FromSeconds(30));
-                }
-            }
-            catch (InvalidOperationException) { }
-            process.Dispose();
-        }
+        _server?.Dispose();
         _dir.Dispose();
     }
 }

@@ -254,6 +254,7 @@ public sealed class ParcelSession : IAsyncDisposable
                 await _fetcher.Space.PutDirtyAsync(tag, blob, _fetcher.Home, $"saving the memory image of '{_parcel.Name}'",
                     "Nothing was committed and nothing the guest flushed is lost; the VM goes on running.", t);
             }, token), ct);
+        KillPoint.Reach("session.after-memory-image");
         return (image, newBytes);
     }
 
@@ -271,6 +272,7 @@ public sealed class ParcelSession : IAsyncDisposable
         if (PendingCommit.Load(_site.PendingCommitPath(_parcel.Name)) is { } earlier && earlier.Version.Mac == _base.Mac)
             blobs = blobs.Union(earlier.Blobs).ToList();
         new PendingCommit(prepared.Version, blobs, _base.Number).Save(_site.PendingCommitPath(_parcel.Name));
+        KillPoint.Reach("session.after-pending-commit");
         _parent = prepared.Version;
     }
 

@@ -113,10 +113,12 @@ internal static class ParcelEndpoints
         if (await metadata.FindByCommitIdAsync(record.Key, version.CommitId, ct) is { } done)
             return Results.Json(new CommitResponse(done, done.Side, null), ApiJson.Options, statusCode: 200);
         await RequireCompleteAsync(checker, http.Session().UserId, version, ct);
+        KillPoint.Reach("server.commit.after-blob-check");
         var now = clock.GetUtcNow();
         var result = rollback
             ? await metadata.RollbackAsync(record.Key, version, token, now, ct)
             : await metadata.CommitAsync(record.Key, version, token, now, ct);
+        KillPoint.Reach("server.commit.after-db-commit");
         return result.Status switch
         {
             CommitStatus.Head or CommitStatus.Side =>

@@ -382,6 +382,7 @@ public sealed class SqliteMetadataStore : IMetadataStore
                 await db.ExecAsync("UPDATE locks SET last_contact = $now WHERE token = $t", ("$now", Ms(now)), ("$t", lockToken));
             var numbered = await NumberAsync(db, parcelKey, version, side: reason is not null);
             await InsertVersionAsync(db, parcelKey, numbered, reason, now);
+            KillPoint.Reach("server.commit.before-db-commit"); // the row is written, the transaction not committed
             return new CommitResult(reason is null ? CommitStatus.Head : CommitStatus.Side, numbered, reason);
         }, ct);
 

@@ -1,10 +1,10 @@
 using System.Diagnostics;
 
-namespace Isr.Client;
+namespace Isr.Format;
 
 /// <summary>
 /// Deterministic crash injection for tests: when ISR_KILL_AT names a step, the process SIGKILLs itself there, as a
-/// power loss would end it. Steps: checkin.after-upload, checkin.after-commit, checkin.after-journal.
+/// power loss would end it. Steps are named where they are reached (grep KillPoint.Reach).
 /// </summary>
 public static class KillPoint
 {
