@@ -4,6 +4,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+export ISR_REQUIRE_SERVICES=1 # tests of real services (Ceph, PostgreSQL) fail instead of skipping
 bash scripts/install-deps.sh
 bash scripts/guest/build.sh
 dotnet restore Isr.slnx

@@ -7,7 +7,7 @@ namespace Isr.Storage;
 /// Blobs as files named by tag under a two-level fan-out (ab/cd/abcd…), so no directory grows past 65 536 entries.
 /// A blob is written to a temporary file, flushed and renamed into place: a crash leaves either no file or the whole blob.
 /// </summary>
-public sealed class DirectoryChunkStore : IChunkStore
+public sealed class DirectoryChunkStore : IChunkStore, IChunkInventory
 {
     private readonly string _root;
     private readonly string _incoming;
@@ -80,14 +80,18 @@ public sealed class DirectoryChunkStore : IChunkStore
 
     public async IAsyncEnumerable<ChunkTag> ListAsync([EnumeratorCancellation] CancellationToken ct)
     {
+        await foreach (var chunk in InventoryAsync(ct)) yield return chunk.Tag;
+    }
+
+    public async IAsyncEnumerable<StoredChunk> InventoryAsync([EnumeratorCancellation] CancellationToken ct)
+    {
         await Task.Yield();
         foreach (var first in Directory.EnumerateDirectories(_root, "??"))
             foreach (var second in Directory.EnumerateDirectories(first, "??"))
-                foreach (var file in Directory.EnumerateFiles(second))
+                foreach (var file in new DirectoryInfo(second).EnumerateFiles())
                 {
                     ct.ThrowIfCancellationRequested();
-                    var name = Path.GetFileName(file);
-                    if (name.Length == 64) yield return ChunkTag.Parse(name);
+                    if (file.Name.Length == 64) yield return new StoredChunk(ChunkTag.Parse(file.Name), file.Length, file.LastWriteTimeUtc);
                 }
     }
 
