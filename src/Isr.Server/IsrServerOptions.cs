@@ -10,6 +10,9 @@ public sealed class IsrServerOptions
     /// <summary>Holds <c>isr.db</c> (metadata), <c>chunks/</c> (blobs) and <c>server.pfx</c> (the TLS certificate).</summary>
     public string DataDirectory { get; set; } = "";
 
+    /// <summary>The chunk store as a <see cref="ChunkStoreUrl"/>; empty: <c>DATA/chunks</c>.</summary>
+    public string Chunks { get; set; } = "";
+
     /// <summary>How long a login token stays valid.</summary>
     public TimeSpan SessionLifetime { get; set; } = TimeSpan.FromDays(30);
 

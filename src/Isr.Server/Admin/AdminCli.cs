@@ -25,6 +25,11 @@ public static class AdminCli
     {
         Description = $"Data directory (database, chunks, certificate); default: ${IsrServerOptions.DataEnvironmentVariable}",
     };
+    private static readonly Option<string?> Chunks = new("--chunks")
+    {
+        Description = "Chunk store: s3://BUCKET[/PREFIX]?endpoint=URL, credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY " +
+                      $"(docs/DEPLOYMENT.md); default: ${ChunkStoreUrl.EnvironmentVariable}, else DATA/chunks",
+    };
     private static readonly Option<bool> Json = new("--json") { Description = "Machine-readable output" };
     private static readonly JsonSerializerOptions JsonOut = new(JsonSerializerDefaults.Web) { WriteIndented = true };
 
@@ -69,14 +74,44 @@ public static class AdminCli
             : Path.GetFullPath(dir);
     }
 
-    /// <summary>The stores of an initialised data directory.</summary>
-    private static async Task<(SqliteMetadataStore Metadata, DirectoryChunkStore Chunks)> OpenAsync(ParseResult parse, CancellationToken ct)
+    /// <summary>The metadata store of an initialised data directory.</summary>
+    private static async Task<SqliteMetadataStore> OpenMetadataAsync(ParseResult parse, CancellationToken ct)
     {
         var dir = DataDir(parse);
         if (!File.Exists(DataLayout.Database(dir))) throw new UsageException($"{dir} is not an isr-server data directory: run `isr-server init --data {dir}` first");
         var metadata = new SqliteMetadataStore(DataLayout.Database(dir));
         await metadata.InitializeAsync(ct);
-        return (metadata, new DirectoryChunkStore(DataLayout.Chunks(dir)));
+        return metadata;
+    }
+
+    private static string? ChunksUrl(ParseResult parse) =>
+        parse.GetValue(Chunks) ?? Environment.GetEnvironmentVariable(ChunkStoreUrl.EnvironmentVariable);
+
+    /// <summary>The chunk store that <c>--chunks</c> names, ready for use.</summary>
+    private static async Task<IChunkStore> OpenChunksAsync(ParseResult parse, CancellationToken ct)
+    {
+        var store = ChunkStoreUrl.Parse(ChunksUrl(parse)).Open(DataDir(parse));
+        await ChunkStoreUrl.PrepareAsync(store, ct);
+        return store;
+    }
+
+    /// <summary>Both stores, for maintenance; dispose the result.</summary>
+    private static async Task<Stores> OpenAsync(ParseResult parse, CancellationToken ct)
+    {
+        var metadata = await OpenMetadataAsync(parse, ct);
+        try { return new Stores(metadata, await OpenChunksAsync(parse, ct)); }
+        catch { metadata.Dispose(); throw; }
+    }
+
+    private sealed record Stores(SqliteMetadataStore Metadata, IChunkStore Chunks) : IDisposable
+    {
+        public Maintenance Maintenance() => new(Metadata, Chunks, TimeProvider.System);
+
+        public void Dispose()
+        {
+            Metadata.Dispose();
+            (Chunks as IDisposable)?.Dispose();
+        }
     }
 
     private static void Print(ParseResult parse, TextWriter output, object result, Action human)
@@ -87,7 +122,7 @@ public static class AdminCli
 
     private static Command InitCommand(TextWriter output)
     {
-        var cmd = new Command("init", "Create a data directory: database, chunk directory, self-signed TLS certificate") { Data };
+        var cmd = new Command("init", "Create a data directory: database, chunk directory (or the --chunks bucket), self-signed TLS certificate") { Data, Chunks };
         cmd.SetAction(async (parse, ct) =>
         {
             var dir = DataDir(parse);
@@ -95,8 +130,8 @@ public static class AdminCli
                 throw new UsageException($"{dir} is already initialised");
             Directory.CreateDirectory(dir);
             if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            using ((await OpenChunksAsync(parse, ct)) as IDisposable) { } // first: a bad --chunks leaves no half-made directory
             using (var metadata = new SqliteMetadataStore(DataLayout.Database(dir))) await metadata.InitializeAsync(ct);
-            _ = new DirectoryChunkStore(DataLayout.Chunks(dir));
             using var cert = ServerCertificate.Create();
             ServerCertificate.Save(cert, DataLayout.Certificate(dir));
             output.WriteLine($"initialised {dir}");
@@ -109,7 +144,7 @@ public static class AdminCli
     private static Command RunCommand(TextWriter output)
     {
         var urls = new Option<string>("--urls") { Description = "Addresses to listen on, ';'-separated", DefaultValueFactory = _ => "https://127.0.0.1:8443" };
-        var cmd = new Command("run", "Run the server (HTTPS, HTTP/2 and HTTP/1.1)") { Data, urls };
+        var cmd = new Command("run", "Run the server (HTTPS, HTTP/2 and HTTP/1.1)") { Data, Chunks, urls };
         cmd.SetAction(async (parse, ct) =>
         {
             var dir = DataDir(parse);
@@ -118,6 +153,8 @@ public static class AdminCli
             using var cert = ServerCertificate.Load(DataLayout.Certificate(dir));
             var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
             builder.Configuration[$"{IsrServerOptions.Section}:{nameof(IsrServerOptions.DataDirectory)}"] = dir;
+            var chunks = ChunkStoreUrl.Parse(ChunksUrl(parse)); // bad URLs fail here, before the host starts
+            builder.Configuration[$"{IsrServerOptions.Section}:{nameof(IsrServerOptions.Chunks)}"] = ChunksUrl(parse) ?? "";
             builder.WebHost.UseUrls(parse.GetValue(urls)!);
             builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
             builder.AddIsrServer();
@@ -127,6 +164,7 @@ public static class AdminCli
             {
                 var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
                 output.WriteLine($"fingerprint: {ServerCertificate.Fingerprint(cert)}");
+                output.WriteLine($"chunks: {chunks}");
                 output.WriteLine($"listening on {string.Join(", ", addresses)}");
                 output.Flush();
             });
@@ -145,8 +183,7 @@ public static class AdminCli
         var add = new Command("add", "Create an account; prints its recovery key once") { name, passwordFile, Data };
         add.SetAction(async (parse, ct) =>
         {
-            var (metadata, _) = await OpenAsync(parse, ct);
-            using var _m = metadata;
+            using var metadata = await OpenMetadataAsync(parse, ct);
             var file = parse.GetValue(passwordFile)!;
             if (!file.Exists) throw new UsageException($"no password file {file.FullName}");
             var password = (await File.ReadAllTextAsync(file.FullName, ct)).TrimEnd('\r', '\n');
@@ -163,8 +200,7 @@ public static class AdminCli
         var list = new Command("list", "List accounts") { Data, Json };
         list.SetAction(async (parse, ct) =>
         {
-            var (metadata, _) = await OpenAsync(parse, ct);
-            using var _m = metadata;
+            using var metadata = await OpenMetadataAsync(parse, ct);
             var users = (await metadata.ListUsersAsync(ct)).Select(u => new { name = u.Name, disabled = u.Disabled, created = u.Created }).ToList();
             Print(parse, output, users, () =>
             {
@@ -177,8 +213,7 @@ public static class AdminCli
         var disable = new Command("disable", "Disable an account and revoke its sessions") { disableName, Data };
         disable.SetAction(async (parse, ct) =>
         {
-            var (metadata, _) = await OpenAsync(parse, ct);
-            using var _m = metadata;
+            using var metadata = await OpenMetadataAsync(parse, ct);
             var userName = parse.GetValue(disableName)!;
             if (!await metadata.DisableUserAsync(userName, ct)) throw new NotFoundException($"no user '{userName}'");
             output.WriteLine($"user {userName} disabled");
@@ -196,14 +231,13 @@ public static class AdminCli
         var keep = new Option<int>("--keep") { Description = "Head-line versions to keep per parcel (side versions newer than the oldest kept one stay too)", Required = true };
         var parcel = new Option<string?>("--parcel") { Description = "Only parcels of this name" };
         var owner = new Option<string?>("--user") { Description = "Only parcels of this user" };
-        var cmd = new Command("prune", "Remove old versions (their blobs are reclaimed by gc)") { keep, parcel, owner, Data, Json };
+        var cmd = new Command("prune", "Remove old versions (their blobs are reclaimed by gc)") { keep, parcel, owner, Data, Chunks, Json };
         cmd.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(keep);
             if (n < 1) throw new UsageException("--keep must be at least 1");
-            var (metadata, chunks) = await OpenAsync(parse, ct);
-            using var _m = metadata;
-            var result = await new Maintenance(metadata, chunks, TimeProvider.System).PruneAsync(n, parse.GetValue(parcel), parse.GetValue(owner), ct);
+            using var stores = await OpenAsync(parse, ct);
+            var result = await stores.Maintenance().PruneAsync(n, parse.GetValue(parcel), parse.GetValue(owner), ct);
             Print(parse, output, result, () =>
             {
                 foreach (var p in result)
@@ -217,14 +251,13 @@ public static class AdminCli
     private static Command GcCommand(TextWriter output)
     {
         var grace = new Option<int>("--grace-minutes") { Description = "Spare blobs uploaded or asked about this recently", DefaultValueFactory = _ => 60 };
-        var cmd = new Command("gc", "Delete blobs that no version references") { grace, Data, Json };
+        var cmd = new Command("gc", "Delete blobs that no version references") { grace, Data, Chunks, Json };
         cmd.SetAction(async (parse, ct) =>
         {
             int minutes = parse.GetValue(grace);
             if (minutes < 0) throw new UsageException("--grace-minutes must not be negative");
-            var (metadata, chunks) = await OpenAsync(parse, ct);
-            using var _m = metadata;
-            var report = await new Maintenance(metadata, chunks, TimeProvider.System).CollectGarbageAsync(TimeSpan.FromMinutes(minutes), ct);
+            using var stores = await OpenAsync(parse, ct);
+            var report = await stores.Maintenance().CollectGarbageAsync(TimeSpan.FromMinutes(minutes), ct);
             Print(parse, output, report, () =>
                 output.WriteLine($"deleted {report.Deleted} blobs ({report.DeletedBytes} bytes); {report.ReferencedBlobs} referenced, {report.SparedRecent} spared as recent, {report.StoredBlobs} were stored"));
             return 0;
@@ -234,12 +267,11 @@ public static class AdminCli
 
     private static Command FsckCommand(TextWriter output)
     {
-        var cmd = new Command("fsck", "Check that every referenced blob is stored and matches its tag (exit 1 on problems)") { Data, Json };
+        var cmd = new Command("fsck", "Check that every referenced blob is stored and matches its tag (exit 1 on problems)") { Data, Chunks, Json };
         cmd.SetAction(async (parse, ct) =>
         {
-            var (metadata, chunks) = await OpenAsync(parse, ct);
-            using var _m = metadata;
-            var report = await new Maintenance(metadata, chunks, TimeProvider.System).CheckAsync(ct);
+            using var stores = await OpenAsync(parse, ct);
+            var report = await stores.Maintenance().CheckAsync(ct);
             Print(parse, output, report, () =>
             {
                 foreach (var p in report.Problems) output.WriteLine($"{p.Kind}\t{p.Owner}/{p.Parcel}\tversion {p.Version}\t{p.Tag}");
@@ -252,12 +284,11 @@ public static class AdminCli
 
     private static Command StatsCommand(TextWriter output)
     {
-        var cmd = new Command("stats", "Counts of users, parcels, versions, locks and stored blobs") { Data, Json };
+        var cmd = new Command("stats", "Counts of users, parcels, versions, locks and stored blobs") { Data, Chunks, Json };
         cmd.SetAction(async (parse, ct) =>
         {
-            var (metadata, chunks) = await OpenAsync(parse, ct);
-            using var _m = metadata;
-            var s = await new Maintenance(metadata, chunks, TimeProvider.System).StatsAsync(ct);
+            using var stores = await OpenAsync(parse, ct);
+            var s = await stores.Maintenance().StatsAsync(ct);
             Print(parse, output, s, () =>
             {
                 var m = s.Metadata;

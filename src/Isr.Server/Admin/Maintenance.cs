@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Isr.Format;
 using Isr.Storage;
 using Isr.Storage.Metadata;
@@ -38,8 +39,9 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
         return result;
     }
 
-    /// <summary>Deletes every stored blob that no version references, except blobs uploaded (or reported present to a
-    /// client) within <paramref name="grace"/>: an upload for a commit in progress is never collected.</summary>
+    /// <summary>Deletes every stored blob that no version references, except blobs stored, uploaded or reported present
+    /// to a client within <paramref name="grace"/>: an upload for a commit in progress is never collected, as long as
+    /// the commit follows its last upload or missing query within the grace period.</summary>
     public async Task<GcReport> CollectGarbageAsync(TimeSpan grace, CancellationToken ct)
     {
         var cutoff = clock.GetUtcNow() - grace;
@@ -66,28 +68,30 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
         }
         referenced.UnionWith(pages);
 
-        var candidates = new List<ChunkTag>();
+        var candidates = new List<StoredChunk>();
         int stored = 0;
-        await foreach (var tag in chunks.ListAsync(ct))
+        await foreach (var chunk in InventoryAsync(ct))
         {
             stored++;
-            if (!referenced.Contains(tag)) candidates.Add(tag);
+            if (!referenced.Contains(chunk.Tag)) candidates.Add(chunk);
         }
         int deleted = 0, spared = 0;
         long bytes = 0;
         await metadata.AdvanceCollectionEpochAsync(ct); // servers drop their "complete page" memory
         foreach (var batch in candidates.Chunk(1000))
         {
-            var seen = await metadata.LastSeenAsync(batch, ct);
-            foreach (var tag in batch)
+            var seen = await metadata.LastSeenAsync(batch.Select(c => c.Tag).ToList(), ct);
+            foreach (var chunk in batch)
             {
-                if ((seen.TryGetValue(tag, out var last) && last >= cutoff) || !await metadata.ForgetBlobAsync(tag, cutoff, ct))
+                // Spared: stored recently (even if no holder is recorded yet), seen recently, or seen since the listing.
+                if (chunk.Stored >= cutoff || (seen.TryGetValue(chunk.Tag, out var last) && last >= cutoff)
+                    || !await metadata.ForgetBlobAsync(chunk.Tag, cutoff, ct))
                 {
                     spared++;
                     continue;
                 }
-                bytes += chunks is DirectoryChunkStore dir && new FileInfo(dir.PathOf(tag)) is { Exists: true } f ? f.Length : 0;
-                await chunks.DeleteAsync(tag, ct);
+                await chunks.DeleteAsync(chunk.Tag, ct); // after the holdings are gone: no holder ever points at a deleted blob
+                bytes += chunk.Size;
                 deleted++;
             }
         }
@@ -142,9 +146,20 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
 
     public async Task<StatsReport> StatsAsync(CancellationToken ct)
     {
-        long count = 0;
-        await foreach (var _ in chunks.ListAsync(ct)) count++;
-        long bytes = chunks is DirectoryChunkStore dir ? dir.StoredBytes() : 0;
+        long count = 0, bytes = 0;
+        await foreach (var chunk in InventoryAsync(ct)) { count++; bytes += chunk.Size; }
         return new StatsReport(await metadata.GetStatsAsync(ct), count, bytes);
+    }
+
+    /// <summary>The store's listing with sizes and store times; an engine without them lists tags only (size 0,
+    /// stored long ago: the holdings' last-seen times alone decide what gc spares).</summary>
+    private async IAsyncEnumerable<StoredChunk> InventoryAsync([EnumeratorCancellation] CancellationToken ct)
+    {
+        if (chunks is IChunkInventory inventory)
+        {
+            await foreach (var chunk in inventory.InventoryAsync(ct)) yield return chunk;
+            yield break;
+        }
+        await foreach (var tag in chunks.ListAsync(ct)) yield return new StoredChunk(tag, 0, DateTimeOffset.MinValue);
     }
 }
