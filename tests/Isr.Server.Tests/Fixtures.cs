@@ -32,8 +32,9 @@ public sealed class ManualClock : TimeProvider
     public override DateTimeOffset GetUtcNow() => Now;
 }
 
-/// <summary>The server in memory (TestServer) over a temporary data directory.</summary>
-public sealed class ServerFixture : WebApplicationFactory<Program>
+/// <summary>The server in memory (TestServer) over a temporary data directory; chunks in it, or where
+/// <paramref name="chunks"/> (a <see cref="ChunkStoreUrl"/>) says.</summary>
+public sealed class ServerFixture(string? chunks = null) : WebApplicationFactory<Program>
 {
     public TempDir Data { get; } = new();
     public ManualClock Clock { get; } = new();
@@ -41,12 +42,14 @@ public sealed class ServerFixture : WebApplicationFactory<Program>
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
         builder.UseSetting("Isr:DataDirectory", Data.Path);
+        if (chunks is not null) builder.UseSetting("Isr:Chunks", chunks);
         builder.ConfigureServices(services => services.AddSingleton<TimeProvider>(Clock));
     }
 
     public IMetadataStore Metadata => Services.GetRequiredService<IMetadataStore>();
-    public DirectoryChunkStore Chunks => (DirectoryChunkStore)Services.GetRequiredService<IChunkStore>();
-    public Maintenance Maintenance(TimeProvider? clock = null) => new(Metadata, Chunks, clock ?? Clock);
+    public IChunkStore ChunkStore => Services.GetRequiredService<IChunkStore>();
+    public DirectoryChunkStore Chunks => (DirectoryChunkStore)ChunkStore;
+    public Maintenance Maintenance(TimeProvider? clock = null) => new(Metadata, ChunkStore, clock ?? Clock);
 
     /// <summary>Cheap Argon2 parameters: these tests are about the server, not the KDF's cost.</summary>
     public static KdfParameters CheapKdf() => new(RandomNumberGenerator.GetBytes(16), 1024, 1, 1);

@@ -15,7 +15,7 @@ public sealed class RealServerTests : IDisposable
     private readonly TempDir _dir = new();
     private Process? _server;
 
-    private static string ServerDll()
+    internal static string ServerDll()
     {
         var beside = Path.Combine(AppContext.BaseDirectory, "isr-server.dll");
         if (File.Exists(Path.Combine(AppContext.BaseDirectory, "isr-server.runtimeconfig.json"))) return beside;
@@ -29,9 +29,12 @@ public sealed class RealServerTests : IDisposable
         throw new FileNotFoundException("isr-server.dll was not built");
     }
 
-    private static async Task<(int Code, string Out, string Err)> RunToEndAsync(params string[] args)
+    internal static Task<(int Code, string Out, string Err)> RunToEndAsync(params string[] args) => RunToEndAsync(new Dictionary<string, string>(), args);
+
+    internal static async Task<(int Code, string Out, string Err)> RunToEndAsync(IReadOnlyDictionary<string, string> environment, params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var (name, value) in environment) info.Environment[name] = value;
         info.ArgumentList.Add(ServerDll());
         foreach (var a in args) info.ArgumentList.Add(a);
         using var process = Process.Start(info)!;
