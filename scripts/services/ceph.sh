@@ -108,12 +108,13 @@ rgw frontends = beast endpoint=127.0.0.1:$rgw_port
 rgw data = $DIR/rgw
 keyring = $DIR/rgw/keyring
 pid file = $DIR/run/rgw.pid
+debug rgw = 0/0
 EOF
     ceph-authtool --create-keyring "$DIR/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
     ceph-authtool "$DIR/keyring" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
     monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$mon_port]" "$DIR/monmap" >/dev/null
     ceph-mon -c "$CONF" -i a --mkfs --monmap "$DIR/monmap" --keyring "$DIR/keyring"
-    ceph-mon -c "$CONF" -i a
+    ceph-mon -c "$CONF" -i a 2>>"$DIR/log/mon.stderr"
     wait_for 30 "ceph-mon" ceph -c "$CONF" --connect-timeout 2 mon stat
 
     local uuid
@@ -122,11 +123,11 @@ EOF
     ceph -c "$CONF" osd new "$uuid" 0 >/dev/null
     ceph-osd -c "$CONF" -i 0 --mkfs --mkkey --no-mon-config --osd-uuid "$uuid" 2>>"$DIR/log/osd-mkfs.log"
     ceph -c "$CONF" auth add osd.0 osd 'allow *' mon 'allow profile osd' mgr 'allow profile osd' -i "$DIR/osd/0/keyring" >/dev/null 2>&1
-    ceph-osd -c "$CONF" -i 0
+    ceph-osd -c "$CONF" -i 0 2>>"$DIR/log/osd.stderr"
     wait_for 60 "ceph-osd" bash -c "ceph -c '$CONF' osd dump | grep -q '^osd.0 up'"
 
     ceph -c "$CONF" auth get-or-create client.rgw mon 'allow rw' osd 'allow rwx' -o "$DIR/rgw/keyring"
-    radosgw -c "$CONF" -n client.rgw
+    radosgw -c "$CONF" -n client.rgw 2>>"$DIR/log/rgw.stderr"
     wait_for 60 "radosgw" curl -sf "http://127.0.0.1:$rgw_port/"
 
     local access secret

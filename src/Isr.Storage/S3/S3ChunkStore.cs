@@ -90,36 +90,58 @@ public sealed class S3ChunkStore : IChunkStore, IChunkInventory, IDisposable
         }, ct);
     }
 
-    /// <summary>Few tags: one HEAD each, <see cref="S3ChunkStoreOptions.Concurrency"/> at a time. Many tags (at least
-    /// <see cref="S3ChunkStoreOptions.ListThreshold"/>): list the fan-out prefixes they fall in, 1000 keys per request.</summary>
+    /// <summary>
+    /// Per fan-out prefix: a prefix holding at least <see cref="S3ChunkStoreOptions.ListMinTags"/> of the tags is listed
+    /// in key order from just before its first wanted key, so one request answers for up to a page of keys (a fresh or
+    /// small store: one request per prefix however many tags). Listing a prefix stops once it has cost half as many
+    /// requests as the tags it answers for, and the tags it did not reach — with those in thinly queried prefixes — get
+    /// one HEAD each. So a batch costs at most about as many requests as HEADs alone would, and usually far fewer.
+    /// </summary>
     public async ValueTask<IReadOnlyList<ChunkTag>> MissingAsync(IReadOnlyCollection<ChunkTag> tags, CancellationToken ct)
     {
         if (tags.Count == 0) return [];
-        var present = tags.Count >= _options.ListThreshold ? await ListPresentAsync(tags, ct) : await HeadPresentAsync(tags, ct);
-        return tags.Where(t => !present.Contains(t)).ToList();
-    }
-
-    private async Task<IReadOnlySet<ChunkTag>> HeadPresentAsync(IReadOnlyCollection<ChunkTag> tags, CancellationToken ct)
-    {
         var present = new ConcurrentDictionary<ChunkTag, byte>();
-        await Parallel.ForEachAsync(tags.Distinct(), Width(ct), async (tag, token) =>
+        var unresolved = new ConcurrentBag<ChunkTag>();
+        var groups = tags.Distinct().GroupBy(t => t.ToString()[..2]).ToList();
+        foreach (var thin in groups.Where(g => g.Count() < _options.ListMinTags)) foreach (var t in thin) unresolved.Add(t);
+        await Parallel.ForEachAsync(groups.Where(g => g.Count() >= _options.ListMinTags), Width(ct), async (group, token) =>
+        {
+            foreach (var t in await ListPrefixForAsync(group.Key, group.OrderBy(t => KeyOf(t), StringComparer.Ordinal).ToList(), present, token))
+                unresolved.Add(t);
+        });
+        await Parallel.ForEachAsync(unresolved, Width(ct), async (tag, token) =>
         {
             if (await ExistsAsync(tag, token)) present.TryAdd(tag, 0);
         });
-        return present.Keys.ToHashSet();
+        return tags.Where(t => !present.ContainsKey(t)).ToList();
     }
 
-    private async Task<IReadOnlySet<ChunkTag>> ListPresentAsync(IReadOnlyCollection<ChunkTag> tags, CancellationToken ct)
+    /// <summary>Lists one fan-out prefix across the span of <paramref name="sorted"/> (ordinal key order, as S3 lists),
+    /// marking those found; returns the tags the page budget did not reach.</summary>
+    private async Task<List<ChunkTag>> ListPrefixForAsync(string fanOut, List<ChunkTag> sorted, ConcurrentDictionary<ChunkTag, byte> present,
+        CancellationToken ct)
     {
-        var wanted = tags.ToHashSet();
-        var present = new ConcurrentDictionary<ChunkTag, byte>();
-        var fanOuts = wanted.Select(t => t.ToString()[..2]).Distinct();
-        await Parallel.ForEachAsync(fanOuts, Width(ct), async (fanOut, token) =>
+        var first = KeyOf(sorted[0]);
+        var request = new ListObjectsV2Request
         {
-            await foreach (var chunk in ListPrefixAsync($"{_options.Prefix}{fanOut}/", token))
-                if (wanted.Contains(chunk.Tag)) present.TryAdd(chunk.Tag, 0);
-        });
-        return present.Keys.ToHashSet();
+            BucketName = _options.Bucket, Prefix = $"{_options.Prefix}{fanOut}/", MaxKeys = _options.ListPageSize,
+            StartAfter = first[..^1], // sorts just before the first wanted key
+        };
+        int next = 0; // sorted[..next] are decided
+        for (int pages = 0; pages < Math.Max(1, sorted.Count / 2); pages++)
+        {
+            var response = await _s3.ListObjectsV2Async(request, ct);
+            foreach (var o in response.S3Objects ?? [])
+            {
+                int order = -1;
+                while (next < sorted.Count && (order = string.CompareOrdinal(KeyOf(sorted[next]), o.Key)) < 0) next++; // passed: absent
+                if (next < sorted.Count && order == 0) present.TryAdd(sorted[next++], 0);
+                if (next == sorted.Count) return [];
+            }
+            if (response.IsTruncated != true) return []; // the rest sort after the prefix's last key: absent
+            request.ContinuationToken = response.NextContinuationToken;
+        }
+        return sorted[next..];
     }
 
     public async Task<bool> ExistsAsync(ChunkTag tag, CancellationToken ct)

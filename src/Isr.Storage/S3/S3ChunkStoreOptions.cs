@@ -21,9 +21,12 @@ public sealed record S3ChunkStoreOptions
     /// <summary>Requests in flight per store (connections to the endpoint and the width of batched operations).</summary>
     public int Concurrency { get; init; } = 32;
 
-    /// <summary>A <c>MissingAsync</c> of at least this many tags lists the fan-out prefixes the tags fall in instead of
-    /// asking about each tag (docs/benchmarks/scale.md measures where listing starts to win).</summary>
-    public int ListThreshold { get; init; } = 4096;
+    /// <summary><c>MissingAsync</c> lists a fan-out prefix (instead of one HEAD per tag) when at least this many of the
+    /// asked tags fall in it; int.MaxValue means HEADs only. docs/benchmarks/scale.md measures both.</summary>
+    public int ListMinTags { get; init; } = 2;
+
+    /// <summary>Keys per listing request (S3's maximum is 1000).</summary>
+    public int ListPageSize { get; init; } = 1000;
 
     public override string ToString() => $"s3://{Bucket} at {Endpoint?.ToString() ?? $"AWS {Region}"}";
 }
