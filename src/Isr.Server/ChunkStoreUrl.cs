@@ -30,6 +30,8 @@ public sealed class ChunkStoreUrl
         if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme != "s3" || uri.Host.Length == 0)
             throw new ArgumentException("--chunks must be s3://BUCKET[/PREFIX]?endpoint=URL (or empty for the data directory)");
 
+        if (!System.Text.RegularExpressions.Regex.IsMatch(uri.Host, "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))
+            throw new ArgumentException($"--chunks: '{uri.Host}' is not an S3 bucket name (3-63 lower-case letters, digits, '.', '-')");
         var query = HttpUtility.ParseQueryString(uri.Query);
         string[] known = ["endpoint", "region", "concurrency", "access_key", "secret_key"];
         foreach (var key in query.AllKeys)

@@ -55,6 +55,10 @@ public sealed class S3ChunkStore : IChunkStore, IChunkInventory, IDisposable
     {
         try { await _s3.PutBucketAsync(new PutBucketRequest { BucketName = _options.Bucket }, ct); }
         catch (AmazonS3Exception e) when (e.ErrorCode is "BucketAlreadyOwnedByYou" or "BucketAlreadyExists") { }
+        catch (AmazonS3Exception e)
+        {
+            throw new IOException($"{this}: cannot create or open the bucket: {(int)e.StatusCode} {e.ErrorCode} {e.Message}".TrimEnd(), e);
+        }
     }
 
     public async ValueTask<byte[]?> GetAsync(ChunkTag tag, CancellationToken ct)
