@@ -10,14 +10,17 @@ namespace Isr.Server;
 
 public static class ServerSetup
 {
-    /// <summary>Options, the metadata store (SQLite in the data directory), the chunk store (DATA/chunks), and Kestrel:
+    /// <summary>Options, the metadata store (<see cref="Engines.OpenMetadata"/>), the chunk store (DATA/chunks), and Kestrel:
     /// HTTP/1.1 + HTTP/2, HTTPS with DATA/server.pfx.</summary>
     public static WebApplicationBuilder AddIsrServer(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<IsrServerOptions>().Bind(builder.Configuration.GetSection(IsrServerOptions.Section));
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<IMetadataStore>(sp =>
-            new SqliteMetadataStore(DataLayout.Database(sp.GetRequiredService<IOptions<IsrServerOptions>>().Value.ResolvedDataDirectory())));
+        {
+            var options = sp.GetRequiredService<IOptions<IsrServerOptions>>().Value;
+            return Engines.OpenMetadata(options.Metadata, options.ResolvedDataDirectory());
+        });
         builder.Services.AddSingleton<IChunkStore>(sp =>
             new DirectoryChunkStore(DataLayout.Chunks(sp.GetRequiredService<IOptions<IsrServerOptions>>().Value.ResolvedDataDirectory())));
         builder.Services.AddSingleton<BlobAccess>();
