@@ -55,6 +55,23 @@ public sealed class PostgresServer : IDisposable
         return new NpgsqlConnectionStringBuilder(_admin) { Database = name }.ToString();
     }
 
+    /// <summary>The files that hold the database's rows and the server's write-ahead log, after a checkpoint has
+    /// written everything out.</summary>
+    public async Task<IReadOnlyList<string>> DatabaseFilesAsync(string connectionString)
+    {
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync();
+        async Task<string> Scalar(string sql)
+        {
+            await using var cmd = new NpgsqlCommand(sql, connection);
+            return Convert.ToString(await cmd.ExecuteScalarAsync())!;
+        }
+        await Scalar("CHECKPOINT");
+        var root = await Scalar("SHOW data_directory");
+        var oid = await Scalar("SELECT oid FROM pg_database WHERE datname = current_database()");
+        return [.. Directory.EnumerateFiles(Path.Combine(root, "base", oid)), .. Directory.EnumerateFiles(Path.Combine(root, "pg_wal"))];
+    }
+
     public void Dispose()
     {
         if (_dir is null) return;
