@@ -10,7 +10,7 @@ namespace Isr.Server;
 
 public static class ServerSetup
 {
-    /// <summary>Options, the metadata store (SQLite in the data directory), the chunk store (DATA/chunks or the
+    /// <summary>Options, the metadata store (<see cref="Engines.OpenMetadata"/>), the chunk store (DATA/chunks or the
     /// <see cref="IsrServerOptions.Chunks"/> URL), and Kestrel:
     /// HTTP/1.1 + HTTP/2, HTTPS with DATA/server.pfx.</summary>
     public static WebApplicationBuilder AddIsrServer(this WebApplicationBuilder builder)
@@ -18,12 +18,15 @@ public static class ServerSetup
         builder.Services.AddOptions<IsrServerOptions>().Bind(builder.Configuration.GetSection(IsrServerOptions.Section));
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<IMetadataStore>(sp =>
-            new SqliteMetadataStore(DataLayout.Database(sp.GetRequiredService<IOptions<IsrServerOptions>>().Value.ResolvedDataDirectory())));
+        {
+            var options = sp.GetRequiredService<IOptions<IsrServerOptions>>().Value;
+            return Engines.OpenMetadata(options.Metadata, options.ResolvedDataDirectory());
+        });
         builder.Services.AddSingleton<IChunkStore>(sp =>
         {
             var options = sp.GetRequiredService<IOptions<IsrServerOptions>>().Value;
             var chunks = options.Chunks.Length > 0 ? options.Chunks : Environment.GetEnvironmentVariable(ChunkStoreUrl.EnvironmentVariable);
-            return ChunkStoreUrl.Parse(chunks).Open(options.ResolvedDataDirectory());
+            return Engines.OpenChunks(chunks, options.ResolvedDataDirectory());
         });
         builder.Services.AddSingleton<BlobAccess>();
         builder.Services.AddSingleton<CommitChecker>();

@@ -32,16 +32,22 @@ public sealed class ManualClock : TimeProvider
     public override DateTimeOffset GetUtcNow() => Now;
 }
 
-/// <summary>The server in memory (TestServer) over a temporary data directory; chunks in it, or where
+/// <summary>The server in memory (TestServer) over a temporary data directory, with the embedded metadata engine or
+/// the PostgreSQL database <paramref name="metadata"/> names, and chunks in the data directory or where
 /// <paramref name="chunks"/> (a <see cref="ChunkStoreUrl"/>) says.</summary>
-public sealed class ServerFixture(string? chunks = null) : WebApplicationFactory<Program>
+public sealed class ServerFixture(string? metadata = null, string? chunks = null) : WebApplicationFactory<Program>
 {
     public TempDir Data { get; } = new();
     public ManualClock Clock { get; } = new();
+    public string? MetadataConnection => metadata;
+
+    /// <summary>A server over a fresh database of the run's PostgreSQL (skips or fails the test without one).</summary>
+    public static ServerFixture OverPostgres(PostgresServer postgres) => new(postgres.CreateDatabaseAsync().GetAwaiter().GetResult());
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
         builder.UseSetting("Isr:DataDirectory", Data.Path);
+        if (metadata is not null) builder.UseSetting("Isr:Metadata", metadata);
         if (chunks is not null) builder.UseSetting("Isr:Chunks", chunks);
         builder.ConfigureServices(services => services.AddSingleton<TimeProvider>(Clock));
     }

@@ -36,7 +36,7 @@ public sealed class S3ServerTests(CephCluster ceph) : IDisposable
     {
         ceph.SkipIfUnavailable();
         // The server itself gets its credentials in the URL (the other documented way).
-        _server = new ServerFixture($"{ChunksUrl}&access_key={ceph.AccessKey}&secret_key={ceph.SecretKey}");
+        _server = new ServerFixture(chunks: $"{ChunksUrl}&access_key={ceph.AccessKey}&secret_key={ceph.SecretKey}");
         var alice = await _server.AddUserAsync("alice", "pw-alice");
         using var client = await _server.LoginAsync(alice);
         var store = Assert.IsType<S3ChunkStore>(_server.ChunkStore);

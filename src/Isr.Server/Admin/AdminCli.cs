@@ -9,12 +9,12 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 namespace Isr.Server.Admin;
 
 /// <summary>
-/// <c>isr-server init | run | user add|list|disable | prune | gc | fsck | stats</c>. Exit codes: 0 success, 1 fsck found
+/// <c>isr-server init | run | user add|list|disable | prune | gc | fsck | stats | migrate</c>. Exit codes: 0 success, 1 fsck found
 /// problems, 2 usage (bad arguments, uninitialised data directory), 3 not found, 4 conflict, 5 other failures.
 /// </summary>
 public static class AdminCli
 {
-    private static readonly string[] Commands = ["init", "run", "user", "prune", "gc", "fsck", "stats"];
+    private static readonly string[] Commands = ["init", "run", "user", "prune", "gc", "fsck", "stats", "migrate"];
 
     /// <summary>True for an admin command line; false for bare host arguments (<c>--urls=…</c>), which run the web app directly.</summary>
     public static bool Handles(string[] args) =>
@@ -24,6 +24,12 @@ public static class AdminCli
     private static readonly Option<string?> Data = new("--data")
     {
         Description = $"Data directory (database, chunks, certificate); default: ${IsrServerOptions.DataEnvironmentVariable}",
+    };
+    public const string MetadataEnvironmentVariable = "ISR_SERVER_METADATA";
+    private static readonly Option<string?> Metadata = new("--metadata")
+    {
+        Description = "PostgreSQL connection string (Host=…;Port=…;Username=…;Database=…) of the database every server shares; " +
+                      $"default: ${MetadataEnvironmentVariable}, else the embedded DATA/isr.db",
     };
     private static readonly Option<string?> Chunks = new("--chunks")
     {
@@ -44,6 +50,7 @@ public static class AdminCli
         root.Subcommands.Add(GcCommand(output));
         root.Subcommands.Add(FsckCommand(output));
         root.Subcommands.Add(StatsCommand(output));
+        root.Subcommands.Add(MigrateCommand(output));
         try
         {
             return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output });
@@ -74,44 +81,29 @@ public static class AdminCli
             : Path.GetFullPath(dir);
     }
 
-    /// <summary>The metadata store of an initialised data directory.</summary>
-    private static async Task<SqliteMetadataStore> OpenMetadataAsync(ParseResult parse, CancellationToken ct)
-    {
-        var dir = DataDir(parse);
-        if (!File.Exists(DataLayout.Database(dir))) throw new UsageException($"{dir} is not an isr-server data directory: run `isr-server init --data {dir}` first");
-        var metadata = new SqliteMetadataStore(DataLayout.Database(dir));
-        await metadata.InitializeAsync(ct);
-        return metadata;
-    }
+    /// <summary>--metadata, else $ISR_SERVER_METADATA; null for the embedded engine.</summary>
+    private static string? MetadataOf(ParseResult parse) =>
+        parse.GetValue(Metadata) is { Length: > 0 } given ? given : Environment.GetEnvironmentVariable(MetadataEnvironmentVariable) is { Length: > 0 } env ? env : null;
 
-    private static string? ChunksUrl(ParseResult parse) =>
-        parse.GetValue(Chunks) ?? Environment.GetEnvironmentVariable(ChunkStoreUrl.EnvironmentVariable);
+    /// <summary>--chunks, else $ISR_SERVER_CHUNKS; null for the data directory's chunks/.</summary>
+    private static string? ChunksOf(ParseResult parse) =>
+        parse.GetValue(Chunks) is { Length: > 0 } given ? given : Environment.GetEnvironmentVariable(ChunkStoreUrl.EnvironmentVariable);
 
-    /// <summary>The chunk store that <c>--chunks</c> names, ready for use.</summary>
-    private static async Task<IChunkStore> OpenChunksAsync(ParseResult parse, CancellationToken ct)
-    {
-        var store = ChunkStoreUrl.Parse(ChunksUrl(parse)).Open(DataDir(parse));
-        await ChunkStoreUrl.PrepareAsync(store, ct);
-        return store;
-    }
+    /// <summary>The stores of an initialised deployment.</summary>
+    private static Task<(IMetadataStore Metadata, IChunkStore Chunks)> OpenAsync(ParseResult parse, CancellationToken ct) =>
+        OpenAsync(DataDir(parse), MetadataOf(parse), ChunksOf(parse), ct);
 
-    /// <summary>Both stores, for maintenance; dispose the result.</summary>
-    private static async Task<Stores> OpenAsync(ParseResult parse, CancellationToken ct)
+    private static async Task<(IMetadataStore Metadata, IChunkStore Chunks)> OpenAsync(string dir, string? connection, string? chunks, CancellationToken ct)
     {
-        var metadata = await OpenMetadataAsync(parse, ct);
-        try { return new Stores(metadata, await OpenChunksAsync(parse, ct)); }
+        var chunksUrl = ChunkStoreUrl.Parse(chunks); // a bad --chunks fails before anything is opened
+        if (Engines.IsEmbeddedMetadata(connection) && !File.Exists(DataLayout.Database(dir)))
+            throw new UsageException($"{dir} is not an isr-server data directory: run `isr-server init --data {dir}` first");
+        var metadata = Engines.OpenMetadata(connection, dir);
+        try { await metadata.InitializeAsync(ct); }
         catch { metadata.Dispose(); throw; }
-    }
-
-    private sealed record Stores(SqliteMetadataStore Metadata, IChunkStore Chunks) : IDisposable
-    {
-        public Maintenance Maintenance() => new(Metadata, Chunks, TimeProvider.System);
-
-        public void Dispose()
-        {
-            Metadata.Dispose();
-            (Chunks as IDisposable)?.Dispose();
-        }
+        var chunkStore = chunksUrl.Open(dir);
+        await ChunkStoreUrl.PrepareAsync(chunkStore, ct);
+        return (metadata, chunkStore);
     }
 
     private static void Print(ParseResult parse, TextWriter output, object result, Action human)
@@ -122,16 +114,17 @@ public static class AdminCli
 
     private static Command InitCommand(TextWriter output)
     {
-        var cmd = new Command("init", "Create a data directory: database, chunk directory (or the --chunks bucket), self-signed TLS certificate") { Data, Chunks };
+        var cmd = new Command("init", "Create a data directory (chunk directory or --chunks bucket, self-signed TLS certificate) and the metadata schema") { Data, Metadata, Chunks };
         cmd.SetAction(async (parse, ct) =>
         {
             var dir = DataDir(parse);
+            var connection = MetadataOf(parse);
             if (File.Exists(DataLayout.Database(dir)) || File.Exists(DataLayout.Certificate(dir)))
                 throw new UsageException($"{dir} is already initialised");
             Directory.CreateDirectory(dir);
             if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            using ((await OpenChunksAsync(parse, ct)) as IDisposable) { } // first: a bad --chunks leaves no half-made directory
-            using (var metadata = new SqliteMetadataStore(DataLayout.Database(dir))) await metadata.InitializeAsync(ct);
+            await ChunkStoreUrl.PrepareAsync(Engines.OpenChunks(ChunksOf(parse), dir), ct); // first: a bad --chunks leaves no half-made directory
+            using (var metadata = Engines.OpenMetadata(connection, dir)) await metadata.InitializeAsync(ct);
             using var cert = ServerCertificate.Create();
             ServerCertificate.Save(cert, DataLayout.Certificate(dir));
             output.WriteLine($"initialised {dir}");
@@ -144,17 +137,19 @@ public static class AdminCli
     private static Command RunCommand(TextWriter output)
     {
         var urls = new Option<string>("--urls") { Description = "Addresses to listen on, ';'-separated", DefaultValueFactory = _ => "https://127.0.0.1:8443" };
-        var cmd = new Command("run", "Run the server (HTTPS, HTTP/2 and HTTP/1.1)") { Data, Chunks, urls };
+        var cmd = new Command("run", "Run the server (HTTPS, HTTP/2 and HTTP/1.1)") { Data, Metadata, Chunks, urls };
         cmd.SetAction(async (parse, ct) =>
         {
             var dir = DataDir(parse);
-            if (!File.Exists(DataLayout.Database(dir)) || !File.Exists(DataLayout.Certificate(dir)))
+            var connection = MetadataOf(parse);
+            if ((Engines.IsEmbeddedMetadata(connection) && !File.Exists(DataLayout.Database(dir))) || !File.Exists(DataLayout.Certificate(dir)))
                 throw new UsageException($"{dir} is not an isr-server data directory: run `isr-server init --data {dir}` first");
             using var cert = ServerCertificate.Load(DataLayout.Certificate(dir));
             var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
             builder.Configuration[$"{IsrServerOptions.Section}:{nameof(IsrServerOptions.DataDirectory)}"] = dir;
-            var chunks = ChunkStoreUrl.Parse(ChunksUrl(parse)); // bad URLs fail here, before the host starts
-            builder.Configuration[$"{IsrServerOptions.Section}:{nameof(IsrServerOptions.Chunks)}"] = ChunksUrl(parse) ?? "";
+            if (connection is not null) builder.Configuration[$"{IsrServerOptions.Section}:{nameof(IsrServerOptions.Metadata)}"] = connection;
+            var chunks = ChunkStoreUrl.Parse(ChunksOf(parse)); // bad URLs fail here, before the host starts
+            builder.Configuration[$"{IsrServerOptions.Section}:{nameof(IsrServerOptions.Chunks)}"] = ChunksOf(parse) ?? "";
             builder.WebHost.UseUrls(parse.GetValue(urls)!);
             builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
             builder.AddIsrServer();
@@ -180,10 +175,11 @@ public static class AdminCli
 
         var name = new Argument<string>("NAME") { Description = "User name" };
         var passwordFile = new Option<FileInfo>("--password-file") { Description = "File holding the user's initial password", Required = true };
-        var add = new Command("add", "Create an account; prints its recovery key once") { name, passwordFile, Data };
+        var add = new Command("add", "Create an account; prints its recovery key once") { name, passwordFile, Data, Metadata };
         add.SetAction(async (parse, ct) =>
         {
-            using var metadata = await OpenMetadataAsync(parse, ct);
+            var (metadata, _) = await OpenAsync(parse, ct);
+            using var _m = metadata;
             var file = parse.GetValue(passwordFile)!;
             if (!file.Exists) throw new UsageException($"no password file {file.FullName}");
             var password = (await File.ReadAllTextAsync(file.FullName, ct)).TrimEnd('\r', '\n');
@@ -197,10 +193,11 @@ public static class AdminCli
             return 0;
         });
 
-        var list = new Command("list", "List accounts") { Data, Json };
+        var list = new Command("list", "List accounts") { Data, Metadata, Json };
         list.SetAction(async (parse, ct) =>
         {
-            using var metadata = await OpenMetadataAsync(parse, ct);
+            var (metadata, _) = await OpenAsync(parse, ct);
+            using var _m = metadata;
             var users = (await metadata.ListUsersAsync(ct)).Select(u => new { name = u.Name, disabled = u.Disabled, created = u.Created }).ToList();
             Print(parse, output, users, () =>
             {
@@ -210,10 +207,11 @@ public static class AdminCli
         });
 
         var disableName = new Argument<string>("NAME") { Description = "User name" };
-        var disable = new Command("disable", "Disable an account and revoke its sessions") { disableName, Data };
+        var disable = new Command("disable", "Disable an account and revoke its sessions") { disableName, Data, Metadata };
         disable.SetAction(async (parse, ct) =>
         {
-            using var metadata = await OpenMetadataAsync(parse, ct);
+            var (metadata, _) = await OpenAsync(parse, ct);
+            using var _m = metadata;
             var userName = parse.GetValue(disableName)!;
             if (!await metadata.DisableUserAsync(userName, ct)) throw new NotFoundException($"no user '{userName}'");
             output.WriteLine($"user {userName} disabled");
@@ -231,13 +229,14 @@ public static class AdminCli
         var keep = new Option<int>("--keep") { Description = "Head-line versions to keep per parcel (side versions newer than the oldest kept one stay too)", Required = true };
         var parcel = new Option<string?>("--parcel") { Description = "Only parcels of this name" };
         var owner = new Option<string?>("--user") { Description = "Only parcels of this user" };
-        var cmd = new Command("prune", "Remove old versions (their blobs are reclaimed by gc)") { keep, parcel, owner, Data, Chunks, Json };
+        var cmd = new Command("prune", "Remove old versions (their blobs are reclaimed by gc)") { keep, parcel, owner, Data, Metadata, Chunks, Json };
         cmd.SetAction(async (parse, ct) =>
         {
             int n = parse.GetValue(keep);
             if (n < 1) throw new UsageException("--keep must be at least 1");
-            using var stores = await OpenAsync(parse, ct);
-            var result = await stores.Maintenance().PruneAsync(n, parse.GetValue(parcel), parse.GetValue(owner), ct);
+            var (metadata, chunks) = await OpenAsync(parse, ct);
+            using var _m = metadata;
+            var result = await new Maintenance(metadata, chunks, TimeProvider.System).PruneAsync(n, parse.GetValue(parcel), parse.GetValue(owner), ct);
             Print(parse, output, result, () =>
             {
                 foreach (var p in result)
@@ -251,13 +250,14 @@ public static class AdminCli
     private static Command GcCommand(TextWriter output)
     {
         var grace = new Option<int>("--grace-minutes") { Description = "Spare blobs uploaded or asked about this recently", DefaultValueFactory = _ => 60 };
-        var cmd = new Command("gc", "Delete blobs that no version references") { grace, Data, Chunks, Json };
+        var cmd = new Command("gc", "Delete blobs that no version references") { grace, Data, Metadata, Chunks, Json };
         cmd.SetAction(async (parse, ct) =>
         {
             int minutes = parse.GetValue(grace);
             if (minutes < 0) throw new UsageException("--grace-minutes must not be negative");
-            using var stores = await OpenAsync(parse, ct);
-            var report = await stores.Maintenance().CollectGarbageAsync(TimeSpan.FromMinutes(minutes), ct);
+            var (metadata, chunks) = await OpenAsync(parse, ct);
+            using var _m = metadata;
+            var report = await new Maintenance(metadata, chunks, TimeProvider.System).CollectGarbageAsync(TimeSpan.FromMinutes(minutes), ct);
             Print(parse, output, report, () =>
                 output.WriteLine($"deleted {report.Deleted} blobs ({report.DeletedBytes} bytes); {report.ReferencedBlobs} referenced, {report.SparedRecent} spared as recent, {report.StoredBlobs} were stored"));
             return 0;
@@ -267,11 +267,12 @@ public static class AdminCli
 
     private static Command FsckCommand(TextWriter output)
     {
-        var cmd = new Command("fsck", "Check that every referenced blob is stored and matches its tag (exit 1 on problems)") { Data, Chunks, Json };
+        var cmd = new Command("fsck", "Check that every referenced blob is stored and matches its tag (exit 1 on problems)") { Data, Metadata, Chunks, Json };
         cmd.SetAction(async (parse, ct) =>
         {
-            using var stores = await OpenAsync(parse, ct);
-            var report = await stores.Maintenance().CheckAsync(ct);
+            var (metadata, chunks) = await OpenAsync(parse, ct);
+            using var _m = metadata;
+            var report = await new Maintenance(metadata, chunks, TimeProvider.System).CheckAsync(ct);
             Print(parse, output, report, () =>
             {
                 foreach (var p in report.Problems) output.WriteLine($"{p.Kind}\t{p.Owner}/{p.Parcel}\tversion {p.Version}\t{p.Tag}");
@@ -284,11 +285,12 @@ public static class AdminCli
 
     private static Command StatsCommand(TextWriter output)
     {
-        var cmd = new Command("stats", "Counts of users, parcels, versions, locks and stored blobs") { Data, Chunks, Json };
+        var cmd = new Command("stats", "Counts of users, parcels, versions, locks and stored blobs") { Data, Metadata, Chunks, Json };
         cmd.SetAction(async (parse, ct) =>
         {
-            using var stores = await OpenAsync(parse, ct);
-            var s = await stores.Maintenance().StatsAsync(ct);
+            var (metadata, chunks) = await OpenAsync(parse, ct);
+            using var _m = metadata;
+            var s = await new Maintenance(metadata, chunks, TimeProvider.System).StatsAsync(ct);
             Print(parse, output, s, () =>
             {
                 var m = s.Metadata;
@@ -296,6 +298,52 @@ public static class AdminCli
                 output.WriteLine($"blobs stored: {s.StoredBlobs} ({s.StoredBytes} bytes)\nblob holdings: {m.BlobHoldings} ({m.DistinctBlobs} distinct blobs)");
             });
             return 0;
+        });
+        return cmd;
+    }
+
+    private static Command MigrateCommand(TextWriter output)
+    {
+        var fromData = new Option<string>("--from-data") { Description = "Data directory of the embedded deployment to copy (its servers stopped)", Required = true };
+        var toMetadata = new Option<string>("--to-metadata") { Description = "PostgreSQL connection string of a new, empty database", Required = true };
+        var toChunks = new Option<string?>("--to-chunks") { Description = "Chunk store to copy the blobs into (a directory, or s3://… as for --chunks); default: they stay in FROM/chunks" };
+        var parallel = new Option<int>("--parallel") { Description = "Blobs copied at a time", DefaultValueFactory = _ => 8 };
+        var noCheck = new Option<bool>("--no-fsck") { Description = "Skip checking the target afterwards" };
+        var cmd = new Command("migrate", "Copy a deployment from the embedded engines to PostgreSQL (and another chunk store) without loss; " +
+                                         "refuses a non-empty target, then checks it like fsck (exit 1 on problems)")
+            { fromData, toMetadata, toChunks, parallel, noCheck, Json };
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var dir = Path.GetFullPath(parse.GetValue(fromData)!);
+            if (!File.Exists(DataLayout.Database(dir))) throw new UsageException($"{dir} is not an embedded isr-server data directory (no isr.db)");
+            var connection = parse.GetValue(toMetadata)!;
+            if (Engines.IsEmbeddedMetadata(connection)) throw new UsageException("--to-metadata needs a PostgreSQL connection string");
+            int parallelism = parse.GetValue(parallel);
+            if (parallelism < 1) throw new UsageException("--parallel must be at least 1");
+            var (source, sourceChunks) = await OpenAsync(dir, connection: null, chunks: null, ct);
+            using var _s = source;
+            using var target = Engines.OpenMetadata(connection, dir);
+            var chunkTarget = parse.GetValue(toChunks) is { Length: > 0 } location && Path.GetFullPath(location) != DataLayout.Chunks(dir)
+                ? Engines.OpenChunks(location) : null;
+            if (chunkTarget is not null) await ChunkStoreUrl.PrepareAsync(chunkTarget, ct);
+            var progress = parse.GetValue(Json) ? null : new Progress<(long Done, long Total)>(p =>
+            {
+                if (p.Done == p.Total || p.Done % 1000 == 0) Console.Error.Write($"\rcopying blobs: {p.Done}/{p.Total}{(p.Done == p.Total ? "\n" : "")}");
+            });
+            var report = await Migration.RunAsync(source, sourceChunks, target, chunkTarget, parallelism, progress, check: !parse.GetValue(noCheck), ct);
+            Print(parse, output, report, () =>
+            {
+                output.WriteLine($"copied {report.Users} users, {report.Sessions} sessions, {report.Parcels} parcels, {report.Versions} versions, " +
+                                 $"{report.Locks} locks, {report.BlobHoldings} blob holdings");
+                output.WriteLine(chunkTarget is null ? $"blobs stay in {DataLayout.Chunks(dir)}"
+                    : $"blobs: {report.ChunksCopied} copied, {report.ChunksAlreadyThere} already in the target");
+                if (report.Check is { } check)
+                {
+                    foreach (var p in check.Problems) output.WriteLine($"{p.Kind}\t{p.Owner}/{p.Parcel}\tversion {p.Version}\t{p.Tag}");
+                    output.WriteLine($"target checked: {check.Versions} versions, {check.BlobsChecked} blobs verified, {check.Problems.Count} problems");
+                }
+            });
+            return report.Check is { Clean: false } ? 1 : 0;
         });
         return cmd;
     }

@@ -7,10 +7,10 @@ namespace Isr.Storage.Metadata;
 /// Every rule that reads and then writes (commit, rollback, lock acquire/release/break, parcel creation, prune) is one
 /// atomic step inside the engine, so that concurrent callers on one parcel — from one process or several stateless
 /// servers sharing a database — see exactly one winner. Engines: <see cref="SqliteMetadataStore"/> (embedded);
-/// a PostgreSQL engine implements the same contract (docs/PROTOCOL.md is the rulebook).
+/// <see cref="PostgresMetadataStore"/> (several servers over one database). docs/PROTOCOL.md is the rulebook.
 /// Times are passed in by the caller (testable, one clock per request); engines store them with millisecond precision.
 /// </summary>
-public interface IMetadataStore : IDisposable
+public interface IMetadataStore : IMetadataTransfer, IDisposable
 {
     /// <summary>Creates or migrates the schema; idempotent.</summary>
     Task InitializeAsync(CancellationToken ct);
