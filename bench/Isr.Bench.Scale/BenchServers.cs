@@ -28,7 +28,7 @@ public sealed class BenchServers : IAsyncDisposable
         Fingerprint = fingerprint;
     }
 
-    public static async Task<BenchServers> StartAsync(string dataDirectory, string? chunks, int count, CancellationToken ct)
+    public static async Task<BenchServers> StartAsync(string dataDirectory, string? chunks, string? metadata, int count, CancellationToken ct)
     {
         Directory.CreateDirectory(dataDirectory);
         using var cert = ServerCertificate.Create();
@@ -40,6 +40,7 @@ public sealed class BenchServers : IAsyncDisposable
             var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
             builder.Configuration[$"{IsrServerOptions.Section}:{nameof(IsrServerOptions.DataDirectory)}"] = dataDirectory;
             builder.Configuration[$"{IsrServerOptions.Section}:{nameof(IsrServerOptions.Chunks)}"] = chunks ?? "";
+            builder.Configuration[$"{IsrServerOptions.Section}:{nameof(IsrServerOptions.Metadata)}"] = metadata ?? "";
             builder.WebHost.UseUrls("https://127.0.0.1:0");
             builder.Logging.ClearProviders();
             builder.AddIsrServer();

@@ -15,7 +15,7 @@ var chunkSize = new Option<int>("--chunk-size") { Description = "Bytes per chunk
 var perCommit = new Option<int>("--chunks-per-commit") { Description = "Fresh chunks uploaded per check-in", DefaultValueFactory = _ => 64 };
 var downloads = new Option<int>("--downloads") { Description = "Chunks downloaded (one batch) after each check-in", DefaultValueFactory = _ => 64 };
 var chunks = new Option<string?>("--chunks") { Description = "Chunk store URL as for isr-server run (s3://BUCKET?endpoint=URL; credentials from AWS_*); default: the data directory" };
-var metadata = new Option<string?>("--metadata") { Description = "Metadata engine connection string (needs a server with a PostgreSQL engine); default: SQLite in the data directory" };
+var metadata = new Option<string?>("--metadata") { Description = "PostgreSQL connection string as for isr-server run; default: SQLite in the data directory" };
 var servers = new Option<int>("--servers") { Description = "isr-server instances over the same engines; sites are spread over them", DefaultValueFactory = _ => 1 };
 var data = new Option<string?>("--data") { Description = "Data directory to create (default: a fresh temporary one, deleted after)" };
 var output = new Option<string?>("--out") { Description = "Markdown file to append the result row to" };
@@ -28,11 +28,6 @@ var root = new RootCommand("Isr.Bench.Scale: concurrent sites against isr-server
 };
 root.SetAction(async (parse, ct) =>
 {
-    if (parse.GetValue(metadata) is not null)
-    {
-        Console.Error.WriteLine("--metadata: this server build has only the embedded SQLite metadata engine");
-        return 2;
-    }
     int siteCount = parse.GetValue(sites), serverCount = parse.GetValue(servers), seconds = parse.GetValue(duration);
     if (siteCount < 1 || siteCount > 1000 || serverCount < 1 || serverCount > 8 || seconds < 1 || seconds > 3600)
     {
@@ -52,8 +47,9 @@ root.SetAction(async (parse, ct) =>
     var dir = parse.GetValue(data) ?? Directory.CreateTempSubdirectory("isr-bench-scale-").FullName;
     try
     {
-        await using var cluster = await BenchServers.StartAsync(dir, chunksUrl, serverCount, ct);
-        var users = Enumerable.Range(0, siteCount).Select(i => ($"user{i}", $"password-{i}")).ToList();
+        await using var cluster = await BenchServers.StartAsync(dir, chunksUrl, parse.GetValue(metadata), serverCount, ct);
+        var run = Guid.NewGuid().ToString("N")[..8]; // a shared database may hold users of earlier runs
+        var users = Enumerable.Range(0, siteCount).Select(i => ($"bench-{run}-{i}", $"password-{i}")).ToList();
         await cluster.AddUsersAsync(users, ct);
         var totals = new LoadTotals();
         var until = DateTime.UtcNow.AddSeconds(seconds);
@@ -62,7 +58,7 @@ root.SetAction(async (parse, ct) =>
             new Site(i, cluster.Urls[i % serverCount], cluster.Fingerprint, u.Item1, u.Item2, work, totals).RunAsync(until, ct), ct)));
         double elapsed = clock.Elapsed.TotalSeconds;
 
-        var name = parse.GetValue(label) ?? $"{(engine.S3 is null ? "directory" : "S3 (RGW)")} + SQLite";
+        var name = parse.GetValue(label) ?? $"{(engine.S3 is null ? "directory" : "S3 (RGW)")} + {(Engines.IsEmbeddedMetadata(parse.GetValue(metadata)) ? "SQLite" : "PostgreSQL")}";
         string Ms(Latency l) => $"{l.Quantile(0.5):F1} / {l.Quantile(0.99):F1}";
         var row = $"| {name} | {serverCount} | {siteCount} | {elapsed:F1} | {totals.UploadedBytes / elapsed / 1e6:F1} | " +
                   $"{totals.DownloadedBytes / elapsed / 1e6:F1} | {totals.Commits / elapsed:F1} | {Ms(totals.Missing)} | {Ms(totals.Upload)} | " +
