@@ -16,7 +16,7 @@ die() { echo "ceph.sh: $*" >&2; exit 1; }
 cmd=$1
 DIR=$(mkdir -p "$2" && cd "$2" && pwd)
 CONF=$DIR/ceph.conf
-DAEMONS=(rgw osd mon) # stop order
+DAEMONS=(rgw:10 osd:100 mon:100) # stop order, with each one's grace (tenths of a second)
 
 # A TCP port nobody listens on (from the kernel's socket table; bounded tries).
 free_port() {
@@ -39,14 +39,16 @@ wait_for() {
     die "$what did not come up within ${seconds}s (logs in $DIR/log)"
 }
 
+# SIGTERM, then SIGKILL after GRACE tenths of a second. radosgw keeps no state of its own (objects live in RADOS) but
+# takes ~6 s to honour SIGTERM, so it gets a short grace; mon and OSD exit within ~2 s.
 stop_daemon() {
-    local pidfile=$DIR/run/$1.pid pid i
+    local pidfile=$DIR/run/$1.pid grace=$2 pid i
     [ -f "$pidfile" ] || return 0
     pid=$(cat "$pidfile")
     # Only our own daemon: the PID must still run a ceph program started with our config.
     if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$CONF"; then
         kill "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for ((i = 0; i < grace; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$pidfile"
@@ -58,7 +60,7 @@ start() {
     done
     [ -f "$DIR/s3.env" ] && die "$DIR already holds a cluster (stop it first)"
     # A start that fails half way stops what it started.
-    trap 'if [ ! -f "$DIR/s3.env" ]; then for d in "${DAEMONS[@]}"; do stop_daemon "$d"; done; fi' EXIT
+    trap 'if [ ! -f "$DIR/s3.env" ]; then for d in "${DAEMONS[@]}"; do stop_daemon "${d%:*}" "${d#*:}"; done; fi' EXIT
     mkdir -p "$DIR"/{mon,osd,rgw,run,log}
     local fsid mon_port rgw_port store
     fsid=$(cat /proc/sys/kernel/random/uuid)
@@ -146,7 +148,7 @@ EOF
 
 stop() {
     [ -f "$CONF" ] || die "$DIR holds no cluster"
-    for d in "${DAEMONS[@]}"; do stop_daemon "$d"; done
+    for d in "${DAEMONS[@]}"; do stop_daemon "${d%:*}" "${d#*:}"; done
     rm -f "$DIR/s3.env"
 }
 
