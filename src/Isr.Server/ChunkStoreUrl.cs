@@ -30,8 +30,9 @@ public sealed class ChunkStoreUrl
         if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme != "s3" || uri.Host.Length == 0)
             throw new ArgumentException("--chunks must be s3://BUCKET[/PREFIX]?endpoint=URL (or empty for the data directory)");
 
-        if (!System.Text.RegularExpressions.Regex.IsMatch(uri.Host, "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))
-            throw new ArgumentException($"--chunks: '{uri.Host}' is not an S3 bucket name (3-63 lower-case letters, digits, '.', '-')");
+        var bucket = text.Trim()["s3://".Length..].Split('/', '?')[0]; // as written: Uri would lower-case it
+        if (!System.Text.RegularExpressions.Regex.IsMatch(bucket, "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))
+            throw new ArgumentException($"--chunks: '{bucket}' is not an S3 bucket name (3-63 lower-case letters, digits, '.', '-')");
         var query = HttpUtility.ParseQueryString(uri.Query);
         string[] known = ["endpoint", "region", "concurrency", "access_key", "secret_key"];
         foreach (var key in query.AllKeys)
@@ -49,7 +50,7 @@ public sealed class ChunkStoreUrl
         var prefix = Uri.UnescapeDataString(uri.AbsolutePath.Trim('/'));
         var options = new S3ChunkStoreOptions
         {
-            Bucket = uri.Host,
+            Bucket = bucket,
             Endpoint = endpoint,
             AccessKey = access,
             SecretKey = secret,
