@@ -13,7 +13,7 @@ namespace Isr.Server.Tests;
 /// <summary>The server with its chunks in a real Ceph radosgw (<c>Isr:Chunks = s3://…</c>): uploads, downloads and
 /// commits through the API; then the <c>isr-server</c> CLI (a separate process, credentials from the environment)
 /// collects garbage and checks integrity against the bucket, without keys.</summary>
-[Collection(CephCollection.Name)]
+[Collection(DistributedEnginesCollection.Name)]
 public sealed class S3ServerTests(CephCluster ceph) : IDisposable
 {
     private const string Bucket = "isr-server-tests";
