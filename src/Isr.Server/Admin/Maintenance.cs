@@ -81,19 +81,21 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
         foreach (var batch in candidates.Chunk(1000))
         {
             var seen = await metadata.LastSeenAsync(batch.Select(c => c.Tag).ToList(), ct);
-            foreach (var chunk in batch)
+            // Several blobs at a time, as an object store's round trip would otherwise bound the collection; each one's
+            // holdings are forgotten right before its object is deleted: gc never leaves a holder pointing at a deleted blob.
+            await Parallel.ForEachAsync(batch, new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (chunk, token) =>
             {
                 // Spared: stored recently (even if no holder is recorded yet), seen recently, or seen since the listing.
                 if (chunk.Stored >= cutoff || (seen.TryGetValue(chunk.Tag, out var last) && last >= cutoff)
-                    || !await metadata.ForgetBlobAsync(chunk.Tag, cutoff, ct))
+                    || !await metadata.ForgetBlobAsync(chunk.Tag, cutoff, token))
                 {
-                    spared++;
-                    continue;
+                    Interlocked.Increment(ref spared);
+                    return;
                 }
-                await chunks.DeleteAsync(chunk.Tag, ct); // after the holdings are gone: no holder ever points at a deleted blob
-                bytes += chunk.Size;
-                deleted++;
-            }
+                await chunks.DeleteAsync(chunk.Tag, token);
+                Interlocked.Increment(ref deleted);
+                Interlocked.Add(ref bytes, chunk.Size);
+            });
         }
         await metadata.AdvanceCollectionEpochAsync(ct);
         return new GcReport(referenced.Count, stored, deleted, bytes, spared);
