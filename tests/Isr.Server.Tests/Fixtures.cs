@@ -83,9 +83,7 @@ public sealed class ServerFixture(string? metadata = null) : WebApplicationFacto
 
 public sealed record TestUser(string Name, string Password, KdfParameters Kdf, byte[] RecoveryKey)
 {
-    private PasswordKeys? _keys;
-    /// <summary>Derived once per user (with real Argon2 costs a derivation takes a while).</summary>
-    public PasswordKeys Keys => _keys ??= PasswordKdf.Derive(Password, Kdf);
+    public PasswordKeys Keys => PasswordKdf.Derive(Password, Kdf);
 }
 
 /// <summary>The API as a client uses it (raw HTTP: these tests pin the wire format of PROTOCOL.md).</summary>

@@ -24,21 +24,23 @@ public sealed class PostgresDeploymentTests(PostgresServer postgres) : IDisposab
         return item;
     }
 
-    /// <summary>The account as its prelogin describes it (the CLI made it with real KDF costs).</summary>
-    private static async Task<TestUser> AccountAsync(ServerProcess server, string user, string password)
+    private async Task<ApiClient> LoginAsync(ServerProcess server, string user, string password, string siteId)
     {
-        using var http = server.Client();
+        var http = server.Client();
         using var prelogin = await http.PostAsJsonAsync("/api/v1/prelogin", new { user });
         var kdf = (await prelogin.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("kdf").Deserialize<KdfParameters>(ApiJson.Options)!;
-        return new TestUser(user, password, kdf, []);
-    }
-
-    private async Task<ApiClient> LoginAsync(ServerProcess server, TestUser user, string siteId)
-    {
-        var client = Own(new ApiClient(server.Client(), user));
+        var client = Own(new ApiClient(http, new TestUser(user, password, kdf, [])));
         using var login = await client.LoginAsync(siteId);
         Assert.Equal(HttpStatusCode.OK, login.StatusCode);
         return client;
+    }
+
+    /// <summary>The session of <paramref name="client"/> used through another server (sessions live in the shared database).</summary>
+    private ApiClient Through(ServerProcess server, ApiClient client)
+    {
+        var http = server.Client();
+        http.DefaultRequestHeaders.Authorization = new("Bearer", client.Token);
+        return Own(new ApiClient(http, client.User));
     }
 
     private static async Task<HttpResponseMessage> TryLockAsync(ApiClient client, string siteId) =>
@@ -59,11 +61,10 @@ public sealed class PostgresDeploymentTests(PostgresServer postgres) : IDisposab
 
         using var one = await ServerProcess.StartAsync("run", "--data", data, "--metadata", connection);
         using var two = await ServerProcess.StartAsync("run", "--data", data, "--metadata", connection);
-        var carol = await AccountAsync(two, "carol", "pg pass");
-        var a1 = await LoginAsync(one, carol, "site-a");
-        var a2 = await LoginAsync(two, carol, "site-a");
-        var b1 = await LoginAsync(one, carol, "site-b");
-        var b2 = await LoginAsync(two, carol, "site-b");
+        var a1 = await LoginAsync(one, "carol", "pg pass", "site-a");
+        var b2 = await LoginAsync(two, "carol", "pg pass", "site-b");
+        var a2 = Through(two, a1);
+        var b1 = Through(one, b2);
 
         // a parcel created through one server is there through the other
         var parcel = new TestParcel("vm1", a1.Secrets!);
