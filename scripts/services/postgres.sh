@@ -36,16 +36,27 @@ start)
         as_owner "$bin/initdb" -D "$dir/pgdata" -U isr --auth=trust -E UTF8 --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 ||
             { cat "$dir/initdb.log" >&2; exit 1; }
     fi
-    if [ -z "$port" ]; then
-        port=55432
-        for _ in $(seq 1 200); do
-            (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
-            port=$((port + 1))
-        done
-    fi
-    as_owner "$bin/pg_ctl" -D "$dir/pgdata" -l "$dir/server.log" -w -t 60 start \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-        >/dev/null || { tail -20 "$dir/server.log" >&2; exit 1; }
+    # a free port from 55432 on, unless given; another server taking it meanwhile makes the start fail: try the next
+    fixed=$port
+    next=55432
+    for _ in $(seq 1 20); do
+        if [ -z "$fixed" ]; then
+            for _ in $(seq 1 200); do
+                (exec 3<>"/dev/tcp/127.0.0.1/$next") 2>/dev/null || break
+                next=$((next + 1))
+            done
+            port=$next
+            next=$((next + 1))
+        fi
+        if as_owner "$bin/pg_ctl" -D "$dir/pgdata" -l "$dir/server.log" -w -t 60 start \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+            >/dev/null 2>>"$dir/pg_ctl.log"; then
+            started=1
+            break
+        fi
+        [ -z "$fixed" ] || break
+    done
+    [ "${started:-0}" = 1 ] || { tail -n 5 "$dir/pg_ctl.log" "$dir/server.log" >&2; exit 1; }
     connection="Host=127.0.0.1;Port=$port;Username=isr;Database=postgres"
     echo "$connection" >"$dir/connection"
     echo "$connection"

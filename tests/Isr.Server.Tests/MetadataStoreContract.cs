@@ -430,7 +430,7 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
     }
 
     /// <summary>A snapshot as comparable text (records holding byte arrays compare by reference).</summary>
-    protected static string Describe(MetadataSnapshot s) => JsonSerializer.Serialize(new
+    public static string Describe(MetadataSnapshot s) => JsonSerializer.Serialize(new
     {
         s.ServerSecret, s.CollectionEpoch, s.Users, s.Sessions, s.Parcels, s.Versions, s.Locks,
         Holdings = s.Holdings.Select(h => new { Tag = h.Tag.ToString(), h.UserId, h.LastSeen }),

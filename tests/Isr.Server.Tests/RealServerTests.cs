@@ -1,7 +1,5 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Json;
-using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text.Json;
 using Isr.Format;
@@ -13,84 +11,32 @@ namespace Isr.Server.Tests;
 public sealed class RealServerTests : IDisposable
 {
     private readonly TempDir _dir = new();
-    private Process? _server;
-
-    internal static string ServerDll()
-    {
-        var beside = Path.Combine(AppContext.BaseDirectory, "isr-server.dll");
-        if (File.Exists(Path.Combine(AppContext.BaseDirectory, "isr-server.runtimeconfig.json"))) return beside;
-        // fall back to the project's own output (same configuration as this test assembly)
-        var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Parent!.Name;
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            var candidate = Path.Combine(dir.FullName, "src", "Isr.Server", "bin", configuration, "net10.0", "isr-server.dll");
-            if (File.Exists(candidate)) return candidate;
-        }
-        throw new FileNotFoundException("isr-server.dll was not built");
-    }
-
-    internal static Task<(int Code, string Out, string Err)> RunToEndAsync(params string[] args) => RunToEndAsync(new Dictionary<string, string>(), args);
-
-    internal static async Task<(int Code, string Out, string Err)> RunToEndAsync(IReadOnlyDictionary<string, string> environment, params string[] args)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var (name, value) in environment) info.Environment[name] = value;
-        info.ArgumentList.Add(ServerDll());
-        foreach (var a in args) info.ArgumentList.Add(a);
-        using var process = Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        try { await process.WaitForExitAsync(cts.Token); }
-        catch (OperationCanceledException) { process.Kill(entireProcessTree: true); throw; }
-        return (process.ExitCode, await stdout, await stderr);
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    private ServerProcess? _server;
 
     [Fact]
     public async Task Init_user_add_run_and_login_over_pinned_http2()
     {
         var data = Path.Combine(_dir.Path, "data");
-        var init = await RunToEndAsync("init", "--data", data);
+        var init = await ServerProcess.RunToEndAsync("init", "--data", data);
         Assert.True(init.Code == 0, init.Err);
         var fingerprint = init.Out.Split('\n').Single(l => l.StartsWith("fingerprint: "))["fingerprint: ".Length..].Trim();
         Assert.Matches("^[0-9a-f]{64}$", fingerprint);
-        Assert.Equal(2, (await RunToEndAsync("init", "--data", data)).Code); // never over an existing one
+        Assert.Equal(2, (await ServerProcess.RunToEndAsync("init", "--data", data)).Code); // never over an existing one
 
         var passwordFile = Path.Combine(_dir.Path, "pw");
         await File.WriteAllTextAsync(passwordFile, "s3cret pass\n");
-        var add = await RunToEndAsync("user", "add", "carol", "--password-file", passwordFile, "--data", data);
+        var add = await ServerProcess.RunToEndAsync("user", "add", "carol", "--password-file", passwordFile, "--data", data);
         Assert.True(add.Code == 0, add.Err);
         var recoveryLine = add.Out.Split('\n').Single(l => l.StartsWith("recovery key: "));
         var recoveryKey = Convert.FromHexString(recoveryLine["recovery key: ".Length..].Trim().Replace("-", ""));
         Assert.Equal(32, recoveryKey.Length);
         Assert.Contains("keep", add.Out, StringComparison.OrdinalIgnoreCase);
-        var list = await RunToEndAsync("user", "list", "--json", "--data", data);
+        var list = await ServerProcess.RunToEndAsync("user", "list", "--json", "--data", data);
         Assert.Equal("carol", JsonDocument.Parse(list.Out).RootElement[0].GetProperty("name").GetString());
 
-        int port = FreePort();
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { ServerDll(), "run", "--data", data, "--urls", $"https://127.0.0.1:{port}" }) info.ArgumentList.Add(a);
-        _server = Process.Start(info)!;
-        _server.ErrorDataReceived += (_, _) => { };
-        _server.BeginErrorReadLine();
-        string? runFingerprint = null;
-        using (var startup = new CancellationTokenSource(TimeSpan.FromMinutes(2)))
-        {
-            while (true)
-            {
-                var line = await _server.StandardOutput.ReadLineAsync(startup.Token) ?? throw new Exception("isr-server exited before listening");
-                if (line.StartsWith("fingerprint: ")) runFingerprint = line["fingerprint: ".Length..].Trim();
-                if (line.StartsWith("listening on ")) break;
-            }
-        }
-        Assert.Equal(fingerprint, runFingerprint);
+        _server = await ServerProcess.StartAsync("run", "--data", data);
+        int port = _server.Port;
+        Assert.Equal(fingerprint, _server.Fingerprint);
 
         using var handler = new HttpClientHandler
         {
@@ -140,27 +86,15 @@ public sealed class RealServerTests : IDisposable
         using var wrong = new HttpClient(wrongHandler) { BaseAddress = http.BaseAddress };
         await Assert.ThrowsAsync<HttpRequestException>(() => wrong.GetAsync("/api/v1/parcels"));
 
-        var stats = await RunToEndAsync("stats", "--json", "--data", data);
+        var stats = await ServerProcess.RunToEndAsync("stats", "--json", "--data", data);
         Assert.True(stats.Code == 0, stats.Err);
-        var fsck = await RunToEndAsync("fsck", "--data", data);
+        var fsck = await ServerProcess.RunToEndAsync("fsck", "--data", data);
         Assert.Equal(0, fsck.Code);
     }
 
     public void Dispose()
     {
-        if (_server is { } process)
-        {
-            try
-            {
-                if (!process.HasExited)
-                {
-                    process.Kill(entireProcessTree: true);
-                    process.WaitForExit(TimeSpan.FromSeconds(30));
-                }
-            }
-            catch (InvalidOperationException) { }
-            process.Dispose();
-        }
+        _server?.Dispose();
         _dir.Dispose();
     }
 }

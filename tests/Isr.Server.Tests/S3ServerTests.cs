@@ -29,7 +29,7 @@ public sealed class S3ServerTests(CephCluster ceph) : IDisposable
     private Dictionary<string, string> Credentials => new() { ["AWS_ACCESS_KEY_ID"] = ceph.AccessKey, ["AWS_SECRET_ACCESS_KEY"] = ceph.SecretKey };
 
     private Task<(int Code, string Out, string Err)> CliAsync(params string[] args) =>
-        RealServerTests.RunToEndAsync(Credentials, [.. args, "--data", _server!.Data.Path, "--chunks", ChunksUrl]);
+        ServerProcess.RunToEndAsync(Credentials, [.. args, "--data", _server!.Data.Path, "--chunks", ChunksUrl]);
 
     [SkippableFact]
     public async Task Upload_download_commit_gc_and_fsck_against_radosgw()
@@ -120,11 +120,11 @@ public sealed class S3ServerTests(CephCluster ceph) : IDisposable
         ceph.SkipIfUnavailable();
         _server = new ServerFixture();
         _ = _server.Server; // creates the data directory's database
-        var (code, _, err) = await RealServerTests.RunToEndAsync(new Dictionary<string, string> { ["AWS_ACCESS_KEY_ID"] = "", ["AWS_SECRET_ACCESS_KEY"] = "" },
+        var (code, _, err) = await ServerProcess.RunToEndAsync(new Dictionary<string, string> { ["AWS_ACCESS_KEY_ID"] = "", ["AWS_SECRET_ACCESS_KEY"] = "" },
             "fsck", "--data", _server.Data.Path, "--chunks", ChunksUrl);
         Assert.Equal(2, code);
         Assert.Contains("no S3 credentials", err);
-        var wrong = await RealServerTests.RunToEndAsync(new Dictionary<string, string> { ["AWS_ACCESS_KEY_ID"] = ceph.AccessKey, ["AWS_SECRET_ACCESS_KEY"] = "not-the-secret" },
+        var wrong = await ServerProcess.RunToEndAsync(new Dictionary<string, string> { ["AWS_ACCESS_KEY_ID"] = ceph.AccessKey, ["AWS_SECRET_ACCESS_KEY"] = "not-the-secret" },
             "fsck", "--data", _server.Data.Path, "--chunks", ChunksUrl);
         Assert.Equal(5, wrong.Code);
         Assert.DoesNotContain("not-the-secret", wrong.Err);

@@ -71,6 +71,12 @@ public static class AdminCli
     }
 
     private sealed class UsageException(string message) : Exception(message);
+
+    /// <summary>Reports on the caller's thread (Progress&lt;T&gt; would post to the pool and print after the summary).</summary>
+    private sealed class InlineProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
     private sealed class NotFoundException(string message) : Exception(message);
 
     private static string DataDir(ParseResult parse)
@@ -326,7 +332,7 @@ public static class AdminCli
             var chunkTarget = parse.GetValue(toChunks) is { Length: > 0 } location && Path.GetFullPath(location) != DataLayout.Chunks(dir)
                 ? Engines.OpenChunks(location) : null;
             if (chunkTarget is not null) await ChunkStoreUrl.PrepareAsync(chunkTarget, ct);
-            var progress = parse.GetValue(Json) ? null : new Progress<(long Done, long Total)>(p =>
+            var progress = parse.GetValue(Json) ? null : new InlineProgress<(long Done, long Total)>(p =>
             {
                 if (p.Done == p.Total || p.Done % 1000 == 0) Console.Error.Write($"\rcopying blobs: {p.Done}/{p.Total}{(p.Done == p.Total ? "\n" : "")}");
             });

@@ -116,6 +116,20 @@ public static class PrunePolicy
     }
 }
 
+/// <summary>PROTOCOL.md "Versions" rules 3 and 4 as every engine applies them inside its commit transaction.</summary>
+public static class CommitRules
+{
+    /// <summary>Why a commit under a lock in <paramref name="lockState"/> ("held", "released", "broken") becomes a side
+    /// version, given the parcel's current <paramref name="head"/>; null when it becomes the head.</summary>
+    public static string? SideReason(string lockState, VersionRecord? head, VersionRecord version) => lockState switch
+    {
+        "broken" => "the lock was broken",
+        "released" => "the lock was released",
+        _ when head is not null && version.ParentMac != head.Mac => $"the parent is no longer the head (version {head.Number})",
+        _ => null,
+    };
+}
+
 public sealed record NewUser(string Name, byte[] Verifier, KdfParameters Kdf, byte[] WrappedSecrets, byte[] RecoveryWrappedSecrets);
 
 public sealed record UserRecord(long Id, string Name, byte[] Verifier, KdfParameters Kdf, byte[] WrappedSecrets,

@@ -371,13 +371,7 @@ public sealed class SqliteMetadataStore : IMetadataStore
                 "SELECT state FROM locks WHERE token = $t AND parcel_key = $k", ("$t", lockToken), ("$k", parcelKey));
             if (state is null) return new CommitResult(CommitStatus.Forbidden, Reason: "the lock token is not a lock of this parcel");
             var head = await HeadAsync(db, parcelKey);
-            string? reason = state switch
-            {
-                "broken" => "the lock was broken",
-                "released" => "the lock was released",
-                _ when head is not null && version.ParentMac != head.Version.Mac => $"the parent is no longer the head (version {head.Version.Number})",
-                _ => null,
-            };
+            var reason = CommitRules.SideReason(state, head?.Version, version);
             if (state == "held")
                 await db.ExecAsync("UPDATE locks SET last_contact = $now WHERE token = $t", ("$now", Ms(now)), ("$t", lockToken));
             var numbered = await NumberAsync(db, parcelKey, version, side: reason is not null);
