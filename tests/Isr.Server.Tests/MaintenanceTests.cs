@@ -108,6 +108,47 @@ public class MaintenanceTests : IDisposable
     }
 
     [SkippableFact]
+    public async Task A_blob_uploaded_again_and_committed_while_gc_deletes_it_is_never_lost()
+    {
+        var (client, parcel, contents, versions) = await ParcelWithVersionsAsync(versions: 1, chunks: 4);
+        using var _c = client;
+        var orphan = parcel.MakeContent(4); // uploaded, never committed: garbage once its grace period is over
+        await client.UploadAsync(orphan.Blobs);
+        var doomed = orphan.Blobs.Select(b => b.Tag).Except(contents[0].Blobs.Select(b => b.Tag)).ToHashSet();
+        Assert.InRange(doomed.Count, 1, 16); // one parallel round of gc: every doomed blob reaches the hook together
+        var (token, _) = await client.LockAsync("vm1", "site-a");
+        _server.Clock.Now += TimeSpan.FromMinutes(61);
+
+        // When gc has decided on every doomed blob and is about to delete, the client uploads the same content again
+        // and commits a version referencing it; then gc goes on.
+        int arrived = 0;
+        var allArrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        HttpStatusCode? commit = null;
+        var gc = new Maintenance(_server.Metadata, _server.ChunkStore, _server.Clock)
+        {
+            BeforePurge = async (tag, ct) =>
+            {
+                Assert.Contains(tag, doomed);
+                if (Interlocked.Increment(ref arrived) == doomed.Count)
+                {
+                    await client.UploadAsync(orphan.Blobs);
+                    using var committed = await client.PostJsonAsync("/api/v1/parcels/vm1/versions",
+                        new { version = parcel.Record(orphan, 4, parentMac: versions[^1].Mac) }, token);
+                    commit = committed.StatusCode;
+                    allArrived.SetResult();
+                }
+                await allArrived.Task.WaitAsync(TimeSpan.FromMinutes(2), ct); // a hang guard only
+            },
+        };
+        await gc.CollectGarbageAsync(TimeSpan.FromMinutes(60), Ct);
+
+        Assert.Equal(HttpStatusCode.Created, commit);
+        var fsck = await _server.Maintenance().CheckAsync(Ct);
+        Assert.True(fsck.Clean, string.Join("; ", fsck.Problems));
+        Assert.All(orphan.Blobs, b => Assert.True(_server.Chunks.Contains(b.Tag)));
+    }
+
+    [SkippableFact]
     public async Task Fsck_finds_a_corrupted_blob_and_a_missing_one_with_parcel_and_version()
     {
         var (client, _, contents, _) = await ParcelWithVersionsAsync(versions: 2, chunks: 20);

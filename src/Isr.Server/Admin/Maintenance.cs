@@ -25,6 +25,10 @@ public sealed class GcRefusedException(string message) : Exception(message);
 /// <summary>Server-side maintenance without keys: retention, garbage collection, integrity check, statistics.</summary>
 public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, TimeProvider clock)
 {
+    /// <summary>Called for each blob garbage collection has decided to delete (set aside, holdings forgotten), right
+    /// before the irreversible purge: tests interleave uploads and commits at that point.</summary>
+    public Func<ChunkTag, CancellationToken, Task>? BeforePurge { get; init; }
+
     /// <summary>Applies <see cref="PrunePolicy"/> with <paramref name="keep"/> to every parcel (or those named <paramref name="parcel"/>).</summary>
     public async Task<IReadOnlyList<PrunedParcel>> PruneAsync(int keep, string? parcel, string? owner, CancellationToken ct)
     {
@@ -42,8 +46,20 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
     /// <summary>Deletes every stored blob that no version references, except blobs stored, uploaded or reported present
     /// to a client within <paramref name="grace"/>: an upload for a commit in progress is never collected, as long as
     /// the commit follows its last upload or missing query within the grace period.</summary>
+    /// <remarks>
+    /// Why a committed blob is never deleted: a blob is first set aside (moved out of sight; reads and the commit's
+    /// existence check no longer find it, an upload stores it anew), and only then are its holdings forgotten, if
+    /// nobody has uploaded it or been told it is present since the cutoff; otherwise it is restored. Every commit
+    /// follows, within the grace period, an upload or a "missing" answer for each new blob it references, and precedes
+    /// nothing of that in time. So a commit whose check found the blob before it was set aside had its upload or answer
+    /// recorded before that, and the forgetting step sees it and restores the blob; a commit checking later finds the
+    /// blob missing (the client uploads it again, which stores a new copy that the purge of the set-aside one leaves
+    /// alone). An interrupted collection leaves blobs set aside: the next one starts by restoring them.
+    /// </remarks>
     public async Task<GcReport> CollectGarbageAsync(TimeSpan grace, CancellationToken ct)
     {
+        var trash = chunks as IChunkTrash ?? throw new NotSupportedException($"{chunks} cannot set blobs aside for garbage collection");
+        await foreach (var tag in trash.ListSetAsideAsync(ct)) await trash.RestoreAsync(tag, ct);
         var cutoff = clock.GetUtcNow() - grace;
         var pages = new HashSet<ChunkTag>();
         var referenced = new HashSet<ChunkTag>();
@@ -81,18 +97,25 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
         foreach (var batch in candidates.Chunk(1000))
         {
             var seen = await metadata.LastSeenAsync(batch.Select(c => c.Tag).ToList(), ct);
-            // Several blobs at a time, as an object store's round trip would otherwise bound the collection; each one's
-            // holdings are forgotten right before its object is deleted: gc never leaves a holder pointing at a deleted blob.
+            // Several blobs at a time, as an object store's round trip would otherwise bound the collection (see remarks
+            // for why each blob is set aside before its holdings are forgotten).
             await Parallel.ForEachAsync(batch, new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (chunk, token) =>
             {
                 // Spared: stored recently (even if no holder is recorded yet), seen recently, or seen since the listing.
                 if (chunk.Stored >= cutoff || (seen.TryGetValue(chunk.Tag, out var last) && last >= cutoff)
-                    || !await metadata.ForgetBlobAsync(chunk.Tag, cutoff, token))
+                    || !await trash.SetAsideAsync(chunk.Tag, token))
                 {
                     Interlocked.Increment(ref spared);
                     return;
                 }
-                await chunks.DeleteAsync(chunk.Tag, token);
+                if (!await metadata.ForgetBlobAsync(chunk.Tag, cutoff, token))
+                {
+                    await trash.RestoreAsync(chunk.Tag, token);
+                    Interlocked.Increment(ref spared);
+                    return;
+                }
+                if (BeforePurge is not null) await BeforePurge(chunk.Tag, token);
+                await trash.PurgeAsync(chunk.Tag, token);
                 Interlocked.Increment(ref deleted);
                 Interlocked.Add(ref bytes, chunk.Size);
             });

@@ -16,7 +16,7 @@ namespace Isr.Storage.S3;
 /// object or the whole blob. Every batched operation runs at most <see cref="S3ChunkStoreOptions.Concurrency"/>
 /// requests at once, over as many pooled connections, so throughput is bound by the store rather than by round trips.
 /// </summary>
-public sealed class S3ChunkStore : IChunkStore, IChunkInventory, IDisposable
+public sealed class S3ChunkStore : IChunkStore, IChunkInventory, IDisposable, IChunkTrash
 {
     private readonly IAmazonS3 _s3;
     private readonly S3ChunkStoreOptions _options;
@@ -165,15 +165,49 @@ public sealed class S3ChunkStore : IChunkStore, IChunkInventory, IDisposable
     public async ValueTask DeleteAsync(ChunkTag tag, CancellationToken ct) =>
         await _s3.DeleteObjectAsync(new DeleteObjectRequest { BucketName = _options.Bucket, Key = KeyOf(tag) }, ct);
 
+    private string TrashPrefix => $"{_options.Prefix}trash/";
+
+    // S3 has no rename: copy, then delete the original. A PUT landing between the two is deleted with it, which its
+    // client learns as "missing" at commit (the blob is still in the trash, and restored if anyone recorded it).
+    public async ValueTask<bool> SetAsideAsync(ChunkTag tag, CancellationToken ct) => await MoveAsync(KeyOf(tag), TrashPrefix + tag, ct);
+
+    public async ValueTask RestoreAsync(ChunkTag tag, CancellationToken ct) => await MoveAsync(TrashPrefix + tag, KeyOf(tag), ct);
+
+    public async ValueTask PurgeAsync(ChunkTag tag, CancellationToken ct) =>
+        await _s3.DeleteObjectAsync(new DeleteObjectRequest { BucketName = _options.Bucket, Key = TrashPrefix + tag }, ct);
+
+    public async IAsyncEnumerable<ChunkTag> ListSetAsideAsync([EnumeratorCancellation] CancellationToken ct)
+    {
+        await foreach (var chunk in ListPrefixAsync(TrashPrefix, ct)) yield return chunk.Chunk.Tag;
+    }
+
+    private async Task<bool> MoveAsync(string from, string to, CancellationToken ct)
+    {
+        try
+        {
+            await _s3.CopyObjectAsync(new CopyObjectRequest
+            {
+                SourceBucket = _options.Bucket, SourceKey = from, DestinationBucket = _options.Bucket, DestinationKey = to,
+            }, ct);
+        }
+        catch (AmazonS3Exception e) when (e.StatusCode == HttpStatusCode.NotFound) { return false; }
+        await _s3.DeleteObjectAsync(new DeleteObjectRequest { BucketName = _options.Bucket, Key = from }, ct);
+        return true;
+    }
+
     public async IAsyncEnumerable<ChunkTag> ListAsync([EnumeratorCancellation] CancellationToken ct)
     {
         await foreach (var chunk in InventoryAsync(ct)) yield return chunk.Tag;
     }
 
-    public IAsyncEnumerable<StoredChunk> InventoryAsync(CancellationToken ct) => ListPrefixAsync(_options.Prefix, ct);
+    public async IAsyncEnumerable<StoredChunk> InventoryAsync([EnumeratorCancellation] CancellationToken ct)
+    {
+        await foreach (var chunk in ListPrefixAsync(_options.Prefix, ct))
+            if (!chunk.Key.StartsWith(TrashPrefix, StringComparison.Ordinal)) yield return chunk.Chunk;
+    }
 
     /// <summary>Objects under <paramref name="prefix"/> whose key ends in a tag; anything else in the bucket is ignored.</summary>
-    private async IAsyncEnumerable<StoredChunk> ListPrefixAsync(string prefix, [EnumeratorCancellation] CancellationToken ct)
+    private async IAsyncEnumerable<(string Key, StoredChunk Chunk)> ListPrefixAsync(string prefix, [EnumeratorCancellation] CancellationToken ct)
     {
         var request = new ListObjectsV2Request { BucketName = _options.Bucket, Prefix = prefix, MaxKeys = 1000 };
         while (true)
@@ -183,7 +217,7 @@ public sealed class S3ChunkStore : IChunkStore, IChunkInventory, IDisposable
             {
                 var name = o.Key[(o.Key.LastIndexOf('/') + 1)..];
                 if (name.Length == 64 && name.All(char.IsAsciiHexDigitLower))
-                    yield return new StoredChunk(ChunkTag.Parse(name), o.Size ?? 0, o.LastModified ?? DateTimeOffset.MinValue);
+                    yield return (o.Key, new StoredChunk(ChunkTag.Parse(name), o.Size ?? 0, o.LastModified ?? DateTimeOffset.MinValue));
             }
             if (response.IsTruncated != true) yield break;
             request.ContinuationToken = response.NextContinuationToken;
