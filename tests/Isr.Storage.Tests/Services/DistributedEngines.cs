@@ -1,6 +1,4 @@
-using Isr.Storage.Tests.Services;
-
-namespace Isr.Server.Tests;
+namespace Isr.Storage.Tests.Services;
 
 /// <summary>Tests that need both real distributed engines: PostgreSQL and Ceph radosgw, each started once for the
 /// collection (skipped loudly without them, failed under ISR_REQUIRE_SERVICES=1).</summary>

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Npgsql;
 
-namespace Isr.Server.Tests;
+namespace Isr.Storage.Tests.Services;
 
 /// <summary>
 /// One throwaway PostgreSQL 15 for the whole test run, started by the project's own <c>scripts/services/postgres.sh</c>;
@@ -10,7 +10,7 @@ namespace Isr.Server.Tests;
 /// </summary>
 public sealed class PostgresServer : IDisposable
 {
-    private readonly TempDir? _dir;
+    private readonly string? _dir;
     private readonly string? _admin;
     private readonly string? _unavailable;
     private int _databases;
@@ -24,10 +24,10 @@ public sealed class PostgresServer : IDisposable
             _unavailable = $"PostgreSQL 15 is not installed ({bin}/pg_ctl missing; scripts/install-deps.sh installs postgresql-15)";
             return;
         }
-        _dir = new TempDir();
-        var (code, output) = Run(script, "start", _dir.Path);
+        _dir = Directory.CreateTempSubdirectory("isr-pg-").FullName;
+        var (code, output) = Run(script, "start", _dir);
         if (code != 0) throw new InvalidOperationException($"postgres.sh start failed ({code}): {output}");
-        _admin = File.ReadAllText(Path.Combine(_dir.Path, "connection")).Trim();
+        _admin = File.ReadAllText(Path.Combine(_dir, "connection")).Trim();
     }
 
     /// <summary>Skips (or, under ISR_REQUIRE_SERVICES=1, fails) the calling test when PostgreSQL is not here.</summary>
@@ -76,8 +76,8 @@ public sealed class PostgresServer : IDisposable
     {
         if (_dir is null) return;
         NpgsqlConnection.ClearAllPools();
-        Run(Path.Combine(RepositoryRoot(), "scripts", "services", "postgres.sh"), "stop", _dir.Path);
-        _dir.Dispose();
+        Run(Path.Combine(RepositoryRoot(), "scripts", "services", "postgres.sh"), "stop", _dir);
+        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
     private static (int Code, string Output) Run(string script, params string[] args)
