@@ -32,6 +32,14 @@ public sealed class S3ServerTests(CephCluster ceph) : IDisposable
         ServerProcess.RunToEndAsync(Credentials, [.. args, "--data", _server!.Data.Path, "--chunks", ChunksUrl]);
 
     [SkippableFact]
+    public async Task A_blob_uploaded_again_and_committed_while_gc_deletes_it_is_never_lost()
+    {
+        ceph.SkipIfUnavailable();
+        _server = new ServerFixture(chunks: $"{ChunksUrl}&access_key={ceph.AccessKey}&secret_key={ceph.SecretKey}");
+        await MaintenanceTests.UploadAndCommitDuringGcAsync(_server);
+    }
+
+    [SkippableFact]
     public async Task Upload_download_commit_gc_and_fsck_against_radosgw()
     {
         ceph.SkipIfUnavailable();
