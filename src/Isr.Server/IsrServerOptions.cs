@@ -7,8 +7,15 @@ public sealed class IsrServerOptions
     public const string Section = "Isr";
     public const string DataEnvironmentVariable = "ISR_SERVER_DATA";
 
-    /// <summary>Holds <c>isr.db</c> (metadata), <c>chunks/</c> (blobs) and <c>server.pfx</c> (the TLS certificate).</summary>
+    /// <summary>Holds <c>isr.db</c> (embedded metadata), <c>chunks/</c> (blobs) and <c>server.pfx</c> (the TLS certificate).</summary>
     public string DataDirectory { get; set; } = "";
+
+    /// <summary>The metadata engine (see <see cref="Engines.OpenMetadata"/>): empty for the embedded <c>isr.db</c>, or the
+    /// Npgsql connection string of the PostgreSQL database that several servers share.</summary>
+    public string Metadata { get; set; } = "";
+
+    /// <summary>The chunk store as a <see cref="ChunkStoreUrl"/>; empty: <c>DATA/chunks</c>.</summary>
+    public string Chunks { get; set; } = "";
 
     /// <summary>How long a login token stays valid.</summary>
     public TimeSpan SessionLifetime { get; set; } = TimeSpan.FromDays(30);

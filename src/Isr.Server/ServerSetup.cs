@@ -10,16 +10,24 @@ namespace Isr.Server;
 
 public static class ServerSetup
 {
-    /// <summary>Options, the metadata store (SQLite in the data directory), the chunk store (DATA/chunks), and Kestrel:
+    /// <summary>Options, the metadata store (<see cref="Engines.OpenMetadata"/>), the chunk store (DATA/chunks or the
+    /// <see cref="IsrServerOptions.Chunks"/> URL), and Kestrel:
     /// HTTP/1.1 + HTTP/2, HTTPS with DATA/server.pfx.</summary>
     public static WebApplicationBuilder AddIsrServer(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<IsrServerOptions>().Bind(builder.Configuration.GetSection(IsrServerOptions.Section));
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<IMetadataStore>(sp =>
-            new SqliteMetadataStore(DataLayout.Database(sp.GetRequiredService<IOptions<IsrServerOptions>>().Value.ResolvedDataDirectory())));
+        {
+            var options = sp.GetRequiredService<IOptions<IsrServerOptions>>().Value;
+            return Engines.OpenMetadata(options.Metadata, options.ResolvedDataDirectory());
+        });
         builder.Services.AddSingleton<IChunkStore>(sp =>
-            new DirectoryChunkStore(DataLayout.Chunks(sp.GetRequiredService<IOptions<IsrServerOptions>>().Value.ResolvedDataDirectory())));
+        {
+            var options = sp.GetRequiredService<IOptions<IsrServerOptions>>().Value;
+            var chunks = options.Chunks.Length > 0 ? options.Chunks : Environment.GetEnvironmentVariable(ChunkStoreUrl.EnvironmentVariable);
+            return Engines.OpenChunks(chunks, options.ResolvedDataDirectory());
+        });
         builder.Services.AddSingleton<BlobAccess>();
         builder.Services.AddSingleton<CommitChecker>();
         builder.Services.AddHostedService<MetadataInitializer>();
@@ -66,9 +74,14 @@ public static class ServerSetup
     }
 }
 
-/// <summary>Creates or migrates the database schema when the server starts.</summary>
-internal sealed class MetadataInitializer(IMetadataStore metadata) : IHostedService
+/// <summary>Creates or migrates the database schema and readies the chunk store when the server starts.</summary>
+internal sealed class MetadataInitializer(IMetadataStore metadata, IChunkStore chunks) : IHostedService
 {
-    public Task StartAsync(CancellationToken ct) => metadata.InitializeAsync(ct);
+    public async Task StartAsync(CancellationToken ct)
+    {
+        await metadata.InitializeAsync(ct);
+        await ChunkStoreUrl.PrepareAsync(chunks, ct);
+    }
+
     public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
 }

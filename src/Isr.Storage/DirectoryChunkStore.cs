@@ -7,10 +7,11 @@ namespace Isr.Storage;
 /// Blobs as files named by tag under a two-level fan-out (ab/cd/abcd…), so no directory grows past 65 536 entries.
 /// A blob is written to a temporary file, flushed and renamed into place: a crash leaves either no file or the whole blob.
 /// </summary>
-public sealed class DirectoryChunkStore : IChunkStore
+public sealed class DirectoryChunkStore : IChunkStore, IChunkInventory, IChunkTrash
 {
     private readonly string _root;
     private readonly string _incoming;
+    private readonly string _trash;
     private readonly bool _durable;
 
     /// <param name="durable">fsync each blob before it becomes visible (authoritative stores); a cache may skip it.</param>
@@ -18,6 +19,7 @@ public sealed class DirectoryChunkStore : IChunkStore
     {
         _root = Path.GetFullPath(root);
         _incoming = Path.Combine(_root, "incoming");
+        _trash = Path.Combine(_root, "trash");
         _durable = durable;
         Directory.CreateDirectory(_incoming);
     }
@@ -78,16 +80,54 @@ public sealed class DirectoryChunkStore : IChunkStore
         return ValueTask.CompletedTask;
     }
 
+    private string TrashOf(ChunkTag tag) => Path.Combine(_trash, tag.ToString());
+
+    // Renames within one file system: atomic, so a blob is always either in place or set aside.
+    public ValueTask<bool> SetAsideAsync(ChunkTag tag, CancellationToken ct)
+    {
+        Directory.CreateDirectory(_trash);
+        try { File.Move(PathOf(tag), TrashOf(tag), overwrite: true); return ValueTask.FromResult(true); }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException) { return ValueTask.FromResult(false); }
+    }
+
+    public ValueTask RestoreAsync(ChunkTag tag, CancellationToken ct)
+    {
+        var path = PathOf(tag);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        // stored again meanwhile: the same bytes (the tag is their hash), either copy will do
+        try { File.Move(TrashOf(tag), path, overwrite: true); }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException) { }
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask PurgeAsync(ChunkTag tag, CancellationToken ct)
+    {
+        try { File.Delete(TrashOf(tag)); } catch (DirectoryNotFoundException) { }
+        return ValueTask.CompletedTask;
+    }
+
+    public async IAsyncEnumerable<ChunkTag> ListSetAsideAsync([EnumeratorCancellation] CancellationToken ct)
+    {
+        await Task.Yield();
+        if (!Directory.Exists(_trash)) yield break;
+        foreach (var file in Directory.EnumerateFiles(_trash))
+            if (Path.GetFileName(file).Length == 64) yield return ChunkTag.Parse(Path.GetFileName(file));
+    }
+
     public async IAsyncEnumerable<ChunkTag> ListAsync([EnumeratorCancellation] CancellationToken ct)
+    {
+        await foreach (var chunk in InventoryAsync(ct)) yield return chunk.Tag;
+    }
+
+    public async IAsyncEnumerable<StoredChunk> InventoryAsync([EnumeratorCancellation] CancellationToken ct)
     {
         await Task.Yield();
         foreach (var first in Directory.EnumerateDirectories(_root, "??"))
             foreach (var second in Directory.EnumerateDirectories(first, "??"))
-                foreach (var file in Directory.EnumerateFiles(second))
+                foreach (var file in new DirectoryInfo(second).EnumerateFiles())
                 {
                     ct.ThrowIfCancellationRequested();
-                    var name = Path.GetFileName(file);
-                    if (name.Length == 64) yield return ChunkTag.Parse(name);
+                    if (file.Name.Length == 64) yield return new StoredChunk(ChunkTag.Parse(file.Name), file.Length, file.LastWriteTimeUtc);
                 }
     }
 

@@ -11,14 +11,19 @@ namespace Isr.EndToEnd.Tests;
 /// </summary>
 public sealed partial class TestServer : IAsyncDisposable
 {
+    /// <summary>Engines other than the embedded ones: <c>--metadata</c>, <c>--chunks</c>, and the environment
+    /// (S3 credentials) the server runs with.</summary>
+    public sealed record Engines(string Metadata, string Chunks, IReadOnlyDictionary<string, string> Environment);
+
     public const string User = "alice";
     public string DataDirectory { get; }
     public string Url { get; }
     public string Fingerprint { get; }
+    private readonly Engines? _engines;
     private Process _process;
 
-    private TestServer(string data, string url, string fingerprint, Process process) =>
-        (DataDirectory, Url, Fingerprint, _process) = (data, url, fingerprint, process);
+    private TestServer(string data, string url, string fingerprint, Engines? engines, Process process) =>
+        (DataDirectory, Url, Fingerprint, _engines, _process) = (data, url, fingerprint, engines, process);
 
     /// <summary>Kills the server process (as a crash or a lost network would look to sites).</summary>
     public async Task StopAsync()
@@ -32,7 +37,15 @@ public sealed partial class TestServer : IAsyncDisposable
     {
         await StopAsync();
         _process.Dispose();
-        _process = await RunAsync(DataDirectory, Url);
+        _process = await RunAsync(DataDirectory, Url, _engines);
+    }
+
+    /// <summary>Another instance on another port over the same data directory (certificate) and engines, as a second
+    /// machine behind a balancer would be.</summary>
+    public async Task<TestServer> StartAnotherAsync()
+    {
+        var url = FreeUrl();
+        return new TestServer(DataDirectory, url, Fingerprint, _engines, await RunAsync(DataDirectory, url, _engines));
     }
 
     internal static string ServerDll
@@ -48,28 +61,36 @@ public sealed partial class TestServer : IAsyncDisposable
     [GeneratedRegex("fingerprint: ([0-9a-f]{64})")]
     private static partial Regex FingerprintLine();
 
-    public static async Task<TestServer> StartAsync(string root, string password)
+    public static async Task<TestServer> StartAsync(string root, string password, Engines? engines = null)
     {
         var data = Path.Combine(root, "server");
-        var init = await Admin("init", "--data", data);
+        string[] metadata = engines is null ? [] : ["--metadata", engines.Metadata];
+        var init = await Admin(["init", "--data", data, .. metadata]);
         var fingerprint = FingerprintLine().Match(init).Groups[1].Value;
         var passwordFile = Path.Combine(root, "user-password");
         await File.WriteAllTextAsync(passwordFile, password);
-        await Admin("user", "add", User, "--password-file", passwordFile, "--data", data);
+        await Admin(["user", "add", User, "--password-file", passwordFile, "--data", data, .. metadata]);
         File.Delete(passwordFile);
 
+        var url = FreeUrl();
+        return new TestServer(data, url, fingerprint, engines, await RunAsync(data, url, engines));
+    }
+
+    private static string FreeUrl()
+    {
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         int port = ((IPEndPoint)listener.LocalEndpoint).Port;
         listener.Stop();
-        var url = $"https://127.0.0.1:{port}";
-        return new TestServer(data, url, fingerprint, await RunAsync(data, url));
+        return $"https://127.0.0.1:{port}";
     }
 
-    private static async Task<Process> RunAsync(string data, string url)
+    private static async Task<Process> RunAsync(string data, string url, Engines? engines)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { ServerDll, "run", "--data", data, "--urls", url }) start.ArgumentList.Add(a);
+        string[] args = [ServerDll, "run", "--data", data, "--urls", url, .. engines is null ? [] : new[] { "--metadata", engines.Metadata, "--chunks", engines.Chunks }];
+        foreach (var a in args) start.ArgumentList.Add(a);
+        foreach (var (name, value) in engines?.Environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
         var process = Process.Start(start)!;
         var ready = new TaskCompletionSource();
         process.OutputDataReceived += (_, e) => { if (e.Data?.StartsWith("listening on", StringComparison.Ordinal) == true) ready.TrySetResult(); };

@@ -13,7 +13,7 @@ namespace Isr.EndToEnd.Tests;
 /// </summary>
 public sealed class TwoSiteCycleTests
 {
-    private static readonly TimeSpan GuestTimeout = TimeSpan.FromSeconds(120);
+    private static TimeSpan GuestTimeout => CycleSteps.GuestTimeout;
 
     [Fact]
     public async Task Suspend_at_site_A_check_in_and_resume_at_site_B()
@@ -34,31 +34,17 @@ public sealed class TwoSiteCycleTests
         await b.LoginAsync(server);
 
         // Site A: create (encrypted here, only ciphertext uploaded), boot, work, suspend, check in.
-        await a.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage("disk.qcow2"));
-        var consoleA = Path.Combine(a.Root, "console-a.log");
-        await a.IsrJsonAsync("resume", "box", "--headless", "--serial", consoleA);
-        await SerialConsole.WaitForTicksAsync(consoleA, 3, GuestTimeout);
+        var consoleA = await CycleSteps.CreateAndBootAsync(a);
 
         // Site B cannot take the parcel while A holds the lock, and is told who holds it.
         var (locked, _, lockedErr) = await b.IsrAsync("resume", "box", "--headless");
         Assert.Equal(5, locked);
         Assert.Contains("site-a", lockedErr);
 
-        var suspended = await a.IsrJsonAsync("suspend", "box");
-        Assert.False(suspended.TryGetProperty("committed", out _)); // kept at the site until check-in
-        var before = SerialConsole.Ticks(consoleA)[^1];
-        var checkin = await a.IsrJsonAsync("checkin", "box");
-        Assert.Equal(2, checkin.GetProperty("version").GetInt64());
-        Assert.True(checkin.GetProperty("lockReleased").GetBoolean());
+        var before = await CycleSteps.SuspendAndCheckInAsync(a, consoleA, 2);
 
         // Site B: continues exactly where A stopped; a sync checkpoints while the VM keeps running.
-        var consoleB = Path.Combine(b.Root, "console-b.log");
-        var resumed = await b.IsrJsonAsync("resume", "box", "--headless", "--serial", consoleB);
-        Assert.False(resumed.GetProperty("coldBoot").GetBoolean());
-        var first = (await SerialConsole.WaitForTicksAsync(consoleB, 2, GuestTimeout))[0];
-        Assert.Equal(before.Seed, first.Seed);
-        Assert.Equal(before.Boot, first.Boot);
-        Assert.InRange(first.Counter, before.Counter + 1, before.Counter + 2);
+        var consoleB = await CycleSteps.ResumeWhereItStoppedAsync(b, before);
         var synced = await b.IsrJsonAsync("sync", "box");
         Assert.Equal(3, synced.GetProperty("committed").GetProperty("version").GetInt64());
         int ticksAtSync = SerialConsole.Ticks(consoleB).Count;
@@ -71,11 +57,7 @@ public sealed class TwoSiteCycleTests
         var login = new SiteDirectory(b.Home).Login!;
         using (var home = new ServerParcelHome(login))
         {
-            var image = await ParcelInspector.ExportDiskAsync(home, "box", TestSite.Password, Path.Combine(b.Root, "inspect"));
-            var ticks = await ParcelInspector.ReadGuestFileAsync(image, "/ticks");
-            Assert.Contains($"counter={before.Counter} seed={before.Seed}", ticks);
-            Assert.Contains($"counter={lastB.Counter} seed={lastB.Seed}", ticks);
-            File.Delete(image);
+            await CycleSteps.AssertNewestHoldsAsync(home, Path.Combine(b.Root, "inspect"), before, lastB);
 
             // Zero knowledge: no plaintext and no key anywhere in the server's data or the sites' state.
             var secrets = await home.UnlockAsync(TestSite.Password, default);

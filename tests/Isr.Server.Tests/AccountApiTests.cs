@@ -5,12 +5,15 @@ using Isr.Format;
 
 namespace Isr.Server.Tests;
 
-public sealed class AccountApiTests : IDisposable
+public class AccountApiTests : IDisposable
 {
-    private readonly ServerFixture _server = new();
+    private readonly ServerFixture _server;
+
+    public AccountApiTests() : this(new ServerFixture()) { }
+    protected AccountApiTests(ServerFixture server) => _server = server;
     public void Dispose() => _server.Dispose();
 
-    [Fact]
+    [SkippableFact]
     public async Task Prelogin_returns_the_users_parameters_and_stable_fake_ones_for_unknown_users()
     {
         var alice = await _server.AddUserAsync("alice", "pw-alice");
@@ -24,7 +27,7 @@ public sealed class AccountApiTests : IDisposable
         Assert.Equal(16, fake1.GetProperty("kdf").GetProperty("salt").GetBytesFromBase64().Length);
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Login_gives_a_token_and_the_wrapped_secrets_that_the_password_unwraps()
     {
         var alice = await _server.AddUserAsync("alice", "pw-alice");
@@ -36,7 +39,7 @@ public sealed class AccountApiTests : IDisposable
         Assert.Equal(0, (await parcels.BodyAsync()).GetArrayLength());
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Wrong_auth_secret_or_unknown_user_is_401_wrong_password()
     {
         var alice = await _server.AddUserAsync("alice", "pw-alice");
@@ -49,7 +52,7 @@ public sealed class AccountApiTests : IDisposable
         Assert.Equal("wrong_password", await unknown.ErrorCodeAsync());
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Disabled_user_is_403_user_disabled_at_login_and_on_existing_sessions()
     {
         var alice = await _server.AddUserAsync("alice", "pw-alice");
@@ -63,7 +66,7 @@ public sealed class AccountApiTests : IDisposable
         Assert.Equal(HttpStatusCode.Unauthorized, old.StatusCode);
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Logout_revokes_the_token_and_missing_or_bogus_tokens_are_401()
     {
         var alice = await _server.AddUserAsync("alice", "pw-alice");
@@ -81,7 +84,7 @@ public sealed class AccountApiTests : IDisposable
         Assert.Equal("unauthorized", await bogus.ErrorCodeAsync());
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Sessions_expire()
     {
         var alice = await _server.AddUserAsync("alice", "pw-alice");
@@ -91,7 +94,7 @@ public sealed class AccountApiTests : IDisposable
         Assert.Equal(HttpStatusCode.Unauthorized, expired.StatusCode);
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Password_change_rewraps_and_recovery_blob_opens_with_the_recovery_key()
     {
         var alice = await _server.AddUserAsync("alice", "pw-alice");
@@ -114,7 +117,7 @@ public sealed class AccountApiTests : IDisposable
         Assert.Equal(client.Secrets.DomainSecret, newClient.Secrets!.DomainSecret);
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData("/api/v1/login", "{\"user\": ")]
     [InlineData("/api/v1/login", "[1,2,3]")]
     [InlineData("/api/v1/login", "{\"user\":\"a\",\"authSecret\":\"not base64!\"}")]
@@ -130,7 +133,7 @@ public sealed class AccountApiTests : IDisposable
         Assert.DoesNotContain("   at ", await response.Content.ReadAsStringAsync());
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Unknown_endpoints_answer_json_errors()
     {
         using var http = _server.CreateClient();
@@ -139,3 +142,7 @@ public sealed class AccountApiTests : IDisposable
         Assert.Equal("not_found", await response.ErrorCodeAsync());
     }
 }
+
+/// <summary>The same tests with the metadata in PostgreSQL.</summary>
+[Collection(PostgresCollection.Name)]
+public sealed class AccountApiTestsOverPostgres(PostgresServer postgres) : AccountApiTests(ServerFixture.OverPostgres(postgres));

@@ -13,7 +13,7 @@ public sealed class DiskFullTests
     public async Task Upload_to_a_full_disk_is_507_and_the_committed_version_stays_intact()
     {
         using var fs = new SmallFileSystem(4L << 20);
-        using var server = new ServerFixture(Path.Combine(fs.Path, "data"));
+        using var server = new ServerFixture(dataDirectory: Path.Combine(fs.Path, "data"));
         var alice = await server.AddUserAsync("alice", "pw-alice");
         using var client = await server.LoginAsync(alice);
         var parcel = new TestParcel("vm1", client.Secrets!);

@@ -32,27 +32,31 @@ public sealed class ManualClock : TimeProvider
     public override DateTimeOffset GetUtcNow() => Now;
 }
 
-/// <summary>The server in memory (TestServer) over a temporary data directory.</summary>
-public sealed class ServerFixture : WebApplicationFactory<Program>
+/// <summary>The server in memory (TestServer) over a temporary data directory, with the embedded metadata engine or
+/// the PostgreSQL database <paramref name="metadata"/> names, and chunks in the data directory or where
+/// <paramref name="chunks"/> (a <see cref="ChunkStoreUrl"/>) says.</summary>
+/// <param name="dataDirectory">The server's data directory (e.g. on a small file system); default: a temporary directory.</param>
+public sealed class ServerFixture(string? metadata = null, string? chunks = null, string? dataDirectory = null) : WebApplicationFactory<Program>
 {
     public TempDir Data { get; } = new();
     public ManualClock Clock { get; } = new();
-    private readonly string? _dataDirectory;
+    public string? MetadataConnection => metadata;
 
-    public ServerFixture() { }
-
-    /// <param name="dataDirectory">The server's data directory (e.g. on a small file system); default: a temporary directory.</param>
-    public ServerFixture(string dataDirectory) => _dataDirectory = dataDirectory;
+    /// <summary>A server over a fresh database of the run's PostgreSQL (skips or fails the test without one).</summary>
+    public static ServerFixture OverPostgres(PostgresServer postgres) => new(postgres.CreateDatabaseAsync().GetAwaiter().GetResult());
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
-        builder.UseSetting("Isr:DataDirectory", _dataDirectory ?? Data.Path);
+        builder.UseSetting("Isr:DataDirectory", dataDirectory ?? Data.Path);
+        if (metadata is not null) builder.UseSetting("Isr:Metadata", metadata);
+        if (chunks is not null) builder.UseSetting("Isr:Chunks", chunks);
         builder.ConfigureServices(services => services.AddSingleton<TimeProvider>(Clock));
     }
 
     public IMetadataStore Metadata => Services.GetRequiredService<IMetadataStore>();
-    public DirectoryChunkStore Chunks => (DirectoryChunkStore)Services.GetRequiredService<IChunkStore>();
-    public Maintenance Maintenance(TimeProvider? clock = null) => new(Metadata, Chunks, clock ?? Clock);
+    public IChunkStore ChunkStore => Services.GetRequiredService<IChunkStore>();
+    public DirectoryChunkStore Chunks => (DirectoryChunkStore)ChunkStore;
+    public Maintenance Maintenance(TimeProvider? clock = null) => new(Metadata, ChunkStore, clock ?? Clock);
 
     /// <summary>Cheap Argon2 parameters: these tests are about the server, not the KDF's cost.</summary>
     public static KdfParameters CheapKdf() => new(RandomNumberGenerator.GetBytes(16), 1024, 1, 1);

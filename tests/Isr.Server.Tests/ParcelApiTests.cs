@@ -6,10 +6,13 @@ using Isr.Format;
 namespace Isr.Server.Tests;
 
 /// <summary>Parcels, versions, locks and chunks through the HTTP API, with real Isr.Format content.</summary>
-public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
+public class ParcelApiTests : IAsyncLifetime, IDisposable
 {
     private const int Chunks = 40;
-    private readonly ServerFixture _server = new();
+    private readonly ServerFixture _server;
+
+    public ParcelApiTests() : this(new ServerFixture()) { }
+    protected ParcelApiTests(ServerFixture server) => _server = server;
     private ApiClient _client = null!;
     private TestParcel _parcel = null!;
     private TestParcel.Content _content = null!;
@@ -44,7 +47,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         return (response, version);
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Created_parcel_is_listed_with_its_head_and_first_version()
     {
         Assert.Equal(1, _first.Number);
@@ -66,7 +69,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.Equal("not_found", await nothing.ErrorCodeAsync());
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Creating_an_existing_name_is_409_conflict()
     {
         var other = new TestParcel("vm1", _client.Secrets!, seed: 2);
@@ -77,7 +80,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.Equal("conflict", await again.ErrorCodeAsync());
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Missing_and_download_round_trip()
     {
         var tags = _content.Blobs.Select(b => b.Tag).ToList();
@@ -101,7 +104,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.Equal("bad_request", await ragged.ErrorCodeAsync());
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Another_user_cannot_see_or_fetch_blobs_it_did_not_upload()
     {
         var bob = await _server.AddUserAsync("bob", "pw-bob");
@@ -118,7 +121,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.Equal(HttpStatusCode.NotFound, list.StatusCode);
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Upload_of_a_blob_that_does_not_match_its_tag_is_400_and_stores_nothing_of_it()
     {
         var good = _parcel.MakeContent(3).Blobs[0];
@@ -136,7 +139,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.Equal("bad_request", await truncated.ErrorCodeAsync());
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Commit_with_a_missing_blob_is_409_with_the_missing_list()
     {
         var (token, _) = await _client.LockAsync("vm1", "site-a");
@@ -162,7 +165,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.Equal([third.DiskRoot.ToString()], (await noRoot.BodyAsync()).GetProperty("missing").EnumerateArray().Select(e => e.GetString()));
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Commit_is_idempotent_by_commit_id()
     {
         var (token, _) = await _client.LockAsync("vm1", "site-a");
@@ -177,7 +180,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.Equal(2, (await (await _client.Http.GetAsync("/api/v1/parcels/vm1/versions")).BodyAsync()).GetArrayLength());
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Locks_conflict_names_the_holder_and_a_broken_holders_commit_becomes_a_side_version()
     {
         var (tokenA, lockA) = await _client.LockAsync("vm1", "site-a");
@@ -233,7 +236,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.Equal([false, true, false, true], versions.EnumerateArray().Select(v => v.GetProperty("side").GetBoolean()));
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Rollback_makes_a_new_head_from_old_roots()
     {
         var (token, _) = await _client.LockAsync("vm1", "site-a");
@@ -249,7 +252,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.Equal(_first.DiskRoot, v3.DiskRoot);
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Bad_records_and_bodies_are_clean_400s()
     {
         var (token, _) = await _client.LockAsync("vm1", "site-a");
@@ -276,7 +279,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.Equal("bad_request", await badName.ErrorCodeAsync());
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Lock_token_header_refreshes_last_contact()
     {
         var (token, body) = await _client.LockAsync("vm1", "site-a");
@@ -289,3 +292,7 @@ public sealed class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.True(after.GetProperty("lastContact").GetDateTimeOffset() >= acquired + TimeSpan.FromHours(2));
     }
 }
+
+/// <summary>The same tests with the metadata in PostgreSQL.</summary>
+[Collection(PostgresCollection.Name)]
+public sealed class ParcelApiTestsOverPostgres(PostgresServer postgres) : ParcelApiTests(ServerFixture.OverPostgres(postgres));

@@ -19,21 +19,21 @@ public sealed class RealServerTests : IDisposable
     public async Task Init_user_add_run_and_login_over_pinned_http2()
     {
         var data = Path.Combine(_dir.Path, "data");
-        var init = await RunToEndAsync("init", "--data", data);
+        var init = await ServerProcess.RunToEndAsync("init", "--data", data);
         Assert.True(init.Code == 0, init.Err);
         var fingerprint = init.Out.Split('\n').Single(l => l.StartsWith("fingerprint: "))["fingerprint: ".Length..].Trim();
         Assert.Matches("^[0-9a-f]{64}$", fingerprint);
-        Assert.Equal(2, (await RunToEndAsync("init", "--data", data)).Code); // never over an existing one
+        Assert.Equal(2, (await ServerProcess.RunToEndAsync("init", "--data", data)).Code); // never over an existing one
 
         var passwordFile = Path.Combine(_dir.Path, "pw");
         await File.WriteAllTextAsync(passwordFile, "s3cret pass\n");
-        var add = await RunToEndAsync("user", "add", "carol", "--password-file", passwordFile, "--data", data);
+        var add = await ServerProcess.RunToEndAsync("user", "add", "carol", "--password-file", passwordFile, "--data", data);
         Assert.True(add.Code == 0, add.Err);
         var recoveryLine = add.Out.Split('\n').Single(l => l.StartsWith("recovery key: "));
         var recoveryKey = Convert.FromHexString(recoveryLine["recovery key: ".Length..].Trim().Replace("-", ""));
         Assert.Equal(32, recoveryKey.Length);
         Assert.Contains("keep", add.Out, StringComparison.OrdinalIgnoreCase);
-        var list = await RunToEndAsync("user", "list", "--json", "--data", data);
+        var list = await ServerProcess.RunToEndAsync("user", "list", "--json", "--data", data);
         Assert.Equal("carol", JsonDocument.Parse(list.Out).RootElement[0].GetProperty("name").GetString());
 
         _server = await ServerProcess.StartAsync(data);
@@ -76,9 +76,9 @@ public sealed class RealServerTests : IDisposable
         using var wrong = new HttpClient(wrongHandler) { BaseAddress = http.BaseAddress };
         await Assert.ThrowsAsync<HttpRequestException>(() => wrong.GetAsync("/api/v1/parcels"));
 
-        var stats = await RunToEndAsync("stats", "--json", "--data", data);
+        var stats = await ServerProcess.RunToEndAsync("stats", "--json", "--data", data);
         Assert.True(stats.Code == 0, stats.Err);
-        var fsck = await RunToEndAsync("fsck", "--data", data);
+        var fsck = await ServerProcess.RunToEndAsync("fsck", "--data", data);
         Assert.Equal(0, fsck.Code);
     }
 

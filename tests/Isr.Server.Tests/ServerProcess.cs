@@ -44,9 +44,14 @@ public sealed class ServerProcess : IDisposable
         return info;
     }
 
-    public static async Task<(int Code, string Out, string Err)> RunToEndAsync(params string[] args)
+    public static Task<(int Code, string Out, string Err)> RunToEndAsync(params string[] args) =>
+        RunToEndAsync(new Dictionary<string, string>(), args);
+
+    public static async Task<(int Code, string Out, string Err)> RunToEndAsync(IReadOnlyDictionary<string, string> environment, params string[] args)
     {
-        using var process = Process.Start(Info(args))!;
+        var info = Info(args);
+        foreach (var (name, value) in environment) info.Environment[name] = value;
+        using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
@@ -62,11 +67,11 @@ public sealed class ServerProcess : IDisposable
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
-    /// <summary><c>isr-server run</c>; returns once it prints "listening on". <paramref name="killAt"/> sets ISR_KILL_AT.</summary>
-    public static async Task<ServerProcess> StartAsync(string data, string? killAt = null, int? port = null)
+    /// <summary><c>isr-server run --data DATA EXTRA</c>; returns once it prints "listening on". <paramref name="killAt"/> sets ISR_KILL_AT.</summary>
+    public static async Task<ServerProcess> StartAsync(string data, string? killAt = null, int? port = null, string[]? extra = null)
     {
         int chosen = port ?? FreePort();
-        var info = Info(["run", "--data", data, "--urls", $"https://127.0.0.1:{chosen}"]);
+        var info = Info(["run", "--data", data, .. extra ?? [], "--urls", $"https://127.0.0.1:{chosen}"]);
         if (killAt is not null) info.Environment["ISR_KILL_AT"] = killAt;
         var process = Process.Start(info)!;
         string? fingerprint = null;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Isr.Format;
 using Isr.Storage;
 using Isr.Storage.Metadata;
@@ -24,6 +25,10 @@ public sealed class GcRefusedException(string message) : Exception(message);
 /// <summary>Server-side maintenance without keys: retention, garbage collection, integrity check, statistics.</summary>
 public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, TimeProvider clock)
 {
+    /// <summary>Called for each blob garbage collection has decided to delete (set aside, holdings forgotten), right
+    /// before the irreversible purge: tests interleave uploads and commits at that point.</summary>
+    public Func<ChunkTag, CancellationToken, Task>? BeforePurge { get; init; }
+
     /// <summary>Applies <see cref="PrunePolicy"/> with <paramref name="keep"/> to every parcel (or those named <paramref name="parcel"/>).</summary>
     public async Task<IReadOnlyList<PrunedParcel>> PruneAsync(int keep, string? parcel, string? owner, CancellationToken ct)
     {
@@ -38,10 +43,23 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
         return result;
     }
 
-    /// <summary>Deletes every stored blob that no version references, except blobs uploaded (or reported present to a
-    /// client) within <paramref name="grace"/>: an upload for a commit in progress is never collected.</summary>
+    /// <summary>Deletes every stored blob that no version references, except blobs stored, uploaded or reported present
+    /// to a client within <paramref name="grace"/>: an upload for a commit in progress is never collected, as long as
+    /// the commit follows its last upload or missing query within the grace period.</summary>
+    /// <remarks>
+    /// Why a committed blob is never deleted: a blob is first set aside (moved out of sight; reads and the commit's
+    /// existence check no longer find it, an upload stores it anew), and only then are its holdings forgotten, if
+    /// nobody has uploaded it or been told it is present since the cutoff; otherwise it is restored. Every commit
+    /// follows, within the grace period, an upload or a "missing" answer for each new blob it references, and precedes
+    /// nothing of that in time. So a commit whose check found the blob before it was set aside had its upload or answer
+    /// recorded before that, and the forgetting step sees it and restores the blob; a commit checking later finds the
+    /// blob missing (the client uploads it again, which stores a new copy that the purge of the set-aside one leaves
+    /// alone). An interrupted collection leaves blobs set aside: the next one starts by restoring them.
+    /// </remarks>
     public async Task<GcReport> CollectGarbageAsync(TimeSpan grace, CancellationToken ct)
     {
+        var trash = chunks as IChunkTrash ?? throw new NotSupportedException($"{chunks} cannot set blobs aside for garbage collection");
+        await foreach (var tag in trash.ListSetAsideAsync(ct)) await trash.RestoreAsync(tag, ct);
         var cutoff = clock.GetUtcNow() - grace;
         var pages = new HashSet<ChunkTag>();
         var referenced = new HashSet<ChunkTag>();
@@ -66,30 +84,41 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
         }
         referenced.UnionWith(pages);
 
-        var candidates = new List<ChunkTag>();
+        var candidates = new List<StoredChunk>();
         int stored = 0;
-        await foreach (var tag in chunks.ListAsync(ct))
+        await foreach (var chunk in InventoryAsync(ct))
         {
             stored++;
-            if (!referenced.Contains(tag)) candidates.Add(tag);
+            if (!referenced.Contains(chunk.Tag)) candidates.Add(chunk);
         }
         int deleted = 0, spared = 0;
         long bytes = 0;
         await metadata.AdvanceCollectionEpochAsync(ct); // servers drop their "complete page" memory
         foreach (var batch in candidates.Chunk(1000))
         {
-            var seen = await metadata.LastSeenAsync(batch, ct);
-            foreach (var tag in batch)
+            var seen = await metadata.LastSeenAsync(batch.Select(c => c.Tag).ToList(), ct);
+            // Several blobs at a time, as an object store's round trip would otherwise bound the collection (see remarks
+            // for why each blob is set aside before its holdings are forgotten).
+            await Parallel.ForEachAsync(batch, new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (chunk, token) =>
             {
-                if ((seen.TryGetValue(tag, out var last) && last >= cutoff) || !await metadata.ForgetBlobAsync(tag, cutoff, ct))
+                // Spared: stored recently (even if no holder is recorded yet), seen recently, or seen since the listing.
+                if (chunk.Stored >= cutoff || (seen.TryGetValue(chunk.Tag, out var last) && last >= cutoff)
+                    || !await trash.SetAsideAsync(chunk.Tag, token))
                 {
-                    spared++;
-                    continue;
+                    Interlocked.Increment(ref spared);
+                    return;
                 }
-                bytes += chunks is DirectoryChunkStore dir && new FileInfo(dir.PathOf(tag)) is { Exists: true } f ? f.Length : 0;
-                await chunks.DeleteAsync(tag, ct);
-                deleted++;
-            }
+                if (!await metadata.ForgetBlobAsync(chunk.Tag, cutoff, token))
+                {
+                    await trash.RestoreAsync(chunk.Tag, token);
+                    Interlocked.Increment(ref spared);
+                    return;
+                }
+                if (BeforePurge is not null) await BeforePurge(chunk.Tag, token);
+                await trash.PurgeAsync(chunk.Tag, token);
+                Interlocked.Increment(ref deleted);
+                Interlocked.Add(ref bytes, chunk.Size);
+            });
         }
         await metadata.AdvanceCollectionEpochAsync(ct);
         return new GcReport(referenced.Count, stored, deleted, bytes, spared);
@@ -142,9 +171,20 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
 
     public async Task<StatsReport> StatsAsync(CancellationToken ct)
     {
-        long count = 0;
-        await foreach (var _ in chunks.ListAsync(ct)) count++;
-        long bytes = chunks is DirectoryChunkStore dir ? dir.StoredBytes() : 0;
+        long count = 0, bytes = 0;
+        await foreach (var chunk in InventoryAsync(ct)) { count++; bytes += chunk.Size; }
         return new StatsReport(await metadata.GetStatsAsync(ct), count, bytes);
+    }
+
+    /// <summary>The store's listing with sizes and store times; an engine without them lists tags only (size 0,
+    /// stored long ago: the holdings' last-seen times alone decide what gc spares).</summary>
+    private async IAsyncEnumerable<StoredChunk> InventoryAsync([EnumeratorCancellation] CancellationToken ct)
+    {
+        if (chunks is IChunkInventory inventory)
+        {
+            await foreach (var chunk in inventory.InventoryAsync(ct)) yield return chunk;
+            yield break;
+        }
+        await foreach (var tag in chunks.ListAsync(ct)) yield return new StoredChunk(tag, 0, DateTimeOffset.MinValue);
     }
 }

@@ -14,6 +14,9 @@ internal static class ChunkEndpoints
     private const string Binary = "application/octet-stream";
     /// <summary>Verified frames are stored in groups (one metadata transaction per group), bounded in bytes and count.</summary>
     private const int GroupBytes = 8 << 20, GroupFrames = 256;
+    /// <summary>Store reads or writes one request keeps in flight: one at a time, an object store's round trip (about a
+    /// millisecond on loopback RGW) and not its bandwidth would bound a transfer.</summary>
+    private const int StoreWidth = 16;
 
     public static void Map(RouteGroupBuilder api)
     {
@@ -34,15 +37,23 @@ internal static class ChunkEndpoints
             var body = http.Response.Body;
             var header = new byte[Framing.HeaderSize];
             long unflushed = 0;
-            foreach (var tag in tags)
+            async Task WriteAsync(ChunkTag tag, Task<byte[]?> fetch)
             {
-                var blob = held.Contains(tag) ? await chunks.GetAsync(tag, ct) : null;
+                var blob = await fetch;
                 Framing.WriteHeader(header, tag, blob is null ? Framing.Absent : (uint)blob.Length);
                 await body.WriteAsync(header, ct);
                 if (blob is not null) await body.WriteAsync(blob, ct);
                 unflushed += Framing.HeaderSize + (blob?.Length ?? 0);
                 if (unflushed > 4 << 20) { await body.FlushAsync(ct); unflushed = 0; }
             }
+            // Reads run ahead of the writer by a bounded window, frames still go out in request order.
+            var window = new Queue<(ChunkTag Tag, Task<byte[]?> Fetch)>();
+            foreach (var tag in tags)
+            {
+                window.Enqueue((tag, held.Contains(tag) ? chunks.GetAsync(tag, ct).AsTask() : Task.FromResult<byte[]?>(null)));
+                if (window.Count >= StoreWidth) { var (t, f) = window.Dequeue(); await WriteAsync(t, f); }
+            }
+            while (window.TryDequeue(out var next)) await WriteAsync(next.Tag, next.Fetch);
             return Results.Empty;
         });
 
@@ -78,11 +89,11 @@ internal static class ChunkEndpoints
             {
                 await metadata.RecordBlobsAsync(userId, group.Select(g => g.Tag).ToList(), clock.GetUtcNow(), ct);
                 var absent = (await chunks.MissingAsync(group.Select(g => g.Tag).ToList(), ct)).ToHashSet();
-                foreach (var (tag, buffer, length) in group)
-                {
-                    if (absent.Remove(tag)) { await chunks.PutAsync(tag, buffer.AsMemory(0, length), ct); stored++; }
-                    else existing++;
-                }
+                var fresh = group.Where(g => absent.Remove(g.Tag)).ToList(); // each absent tag once
+                await Parallel.ForEachAsync(fresh, new ParallelOptions { MaxDegreeOfParallelism = StoreWidth, CancellationToken = ct },
+                    async (g, token) => await chunks.PutAsync(g.Tag, g.Buffer.AsMemory(0, g.Length), token));
+                stored += fresh.Count;
+                existing += group.Count - fresh.Count;
             }
             finally
             {

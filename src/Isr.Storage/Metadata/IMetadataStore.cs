@@ -7,10 +7,10 @@ namespace Isr.Storage.Metadata;
 /// Every rule that reads and then writes (commit, rollback, lock acquire/release/break, parcel creation, prune) is one
 /// atomic step inside the engine, so that concurrent callers on one parcel — from one process or several stateless
 /// servers sharing a database — see exactly one winner. Engines: <see cref="SqliteMetadataStore"/> (embedded);
-/// a PostgreSQL engine implements the same contract (docs/PROTOCOL.md is the rulebook).
+/// <see cref="PostgresMetadataStore"/> (several servers over one database). docs/PROTOCOL.md is the rulebook.
 /// Times are passed in by the caller (testable, one clock per request); engines store them with millisecond precision.
 /// </summary>
-public interface IMetadataStore : IDisposable
+public interface IMetadataStore : IMetadataTransfer, IDisposable
 {
     /// <summary>Creates or migrates the schema; idempotent.</summary>
     Task InitializeAsync(CancellationToken ct);
@@ -114,6 +114,20 @@ public static class PrunePolicy
         long oldestKept = heads[keepHeads - 1].Number;
         return versions.Where(v => v.Number < oldestKept).OrderBy(v => v.Number).ToList();
     }
+}
+
+/// <summary>PROTOCOL.md "Versions" rules 3 and 4 as every engine applies them inside its commit transaction.</summary>
+public static class CommitRules
+{
+    /// <summary>Why a commit under a lock in <paramref name="lockState"/> ("held", "released", "broken") becomes a side
+    /// version, given the parcel's current <paramref name="head"/>; null when it becomes the head.</summary>
+    public static string? SideReason(string lockState, VersionRecord? head, VersionRecord version) => lockState switch
+    {
+        "broken" => "the lock was broken",
+        "released" => "the lock was released",
+        _ when head is not null && version.ParentMac != head.Mac => $"the parent is no longer the head (version {head.Number})",
+        _ => null,
+    };
 }
 
 public sealed record NewUser(string Name, byte[] Verifier, KdfParameters Kdf, byte[] WrappedSecrets, byte[] RecoveryWrappedSecrets);

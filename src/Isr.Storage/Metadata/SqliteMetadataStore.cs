@@ -320,12 +320,12 @@ public sealed class SqliteMetadataStore : IMetadataStore
 
     // ------------------------------------------------------------------ versions
 
-    private sealed record VersionRow(VersionRecord Version, string? Reason);
+    private sealed record FoundVersion(VersionRecord Version, string? Reason);
 
-    private static VersionRow ReadVersion(SqliteDataReader r)
+    private static FoundVersion ReadVersion(SqliteDataReader r)
     {
         var record = VersionRecord.FromJson((byte[])r[0]);
-        return new VersionRow(record with { Number = r.GetInt64(1), Parent = r.IsDBNull(2) ? null : r.GetInt64(2), Side = r.GetInt64(3) != 0 },
+        return new FoundVersion(record with { Number = r.GetInt64(1), Parent = r.IsDBNull(2) ? null : r.GetInt64(2), Side = r.GetInt64(3) != 0 },
             r.IsDBNull(4) ? null : r.GetString(4));
     }
 
@@ -334,11 +334,11 @@ public sealed class SqliteMetadataStore : IMetadataStore
     private static async Task<long> HeadNumberAsync(Db db, long parcelKey) =>
         Convert.ToInt64(await db.ScalarAsync("SELECT coalesce(max(number), 0) FROM versions WHERE parcel_key = $k AND side = 0", ("$k", parcelKey)));
 
-    private static async Task<VersionRow?> HeadAsync(Db db, long parcelKey) =>
+    private static async Task<FoundVersion?> HeadAsync(Db db, long parcelKey) =>
         await db.SingleAsync($"SELECT {VersionColumns} FROM versions WHERE parcel_key = $k AND side = 0 ORDER BY number DESC LIMIT 1",
             ReadVersion, ("$k", parcelKey));
 
-    private static Task<VersionRow?> FindByCommitIdAsync(Db db, long parcelKey, string commitId) =>
+    private static Task<FoundVersion?> FindByCommitIdAsync(Db db, long parcelKey, string commitId) =>
         db.SingleAsync($"SELECT {VersionColumns} FROM versions WHERE parcel_key = $k AND commit_id = $c", ReadVersion,
             ("$k", parcelKey), ("$c", commitId));
 
@@ -371,13 +371,7 @@ public sealed class SqliteMetadataStore : IMetadataStore
                 "SELECT state FROM locks WHERE token = $t AND parcel_key = $k", ("$t", lockToken), ("$k", parcelKey));
             if (state is null) return new CommitResult(CommitStatus.Forbidden, Reason: "the lock token is not a lock of this parcel");
             var head = await HeadAsync(db, parcelKey);
-            string? reason = state switch
-            {
-                "broken" => "the lock was broken",
-                "released" => "the lock was released",
-                _ when head is not null && version.ParentMac != head.Version.Mac => $"the parent is no longer the head (version {head.Version.Number})",
-                _ => null,
-            };
+            var reason = CommitRules.SideReason(state, head?.Version, version);
             if (state == "held")
                 await db.ExecAsync("UPDATE locks SET last_contact = $now WHERE token = $t", ("$now", Ms(now)), ("$t", lockToken));
             var numbered = await NumberAsync(db, parcelKey, version, side: reason is not null);
@@ -569,5 +563,69 @@ public sealed class SqliteMetadataStore : IMetadataStore
             (int)await Count("SELECT count(*) FROM locks WHERE state = 'held'"),
             await Count("SELECT count(*) FROM blob_holders"),
             await Count("SELECT count(DISTINCT tag) FROM blob_holders"));
+    }, ct);
+
+    // ------------------------------------------------------------------ transfer
+
+    public Task<MetadataSnapshot> ExportAsync(CancellationToken ct) => ReadAsync(async db => new MetadataSnapshot(
+        (byte[])(await db.ScalarAsync("SELECT value FROM settings WHERE key = 'server_secret'"))!,
+        Convert.ToInt64(await db.ScalarAsync("SELECT value FROM settings WHERE key = 'collection_epoch'")),
+        await db.QueryAsync($"SELECT {UserColumns} FROM users ORDER BY id", ReadUser),
+        await db.QueryAsync("SELECT token_hash, user_id, site_id, site_name, created, expires, revoked FROM sessions ORDER BY token_hash",
+            r => new SessionRow((byte[])r[0], r.GetInt64(1), r.GetString(2), r.GetString(3), Time(r.GetInt64(4)), Time(r.GetInt64(5)), r.GetInt64(6) != 0)),
+        await db.QueryAsync($"SELECT {ParcelColumns} FROM {ParcelFrom} ORDER BY p.key", ReadParcel),
+        await db.QueryAsync($"SELECT {VersionColumns}, parcel_key, committed FROM versions ORDER BY parcel_key, number", r =>
+        {
+            var row = ReadVersion(r);
+            return new VersionRow(r.GetInt64(5), row.Version, row.Reason, Time(r.GetInt64(6)));
+        }),
+        await db.QueryAsync("SELECT token, parcel_key, user_id, site_id, site_name, acquired, last_contact, state FROM locks ORDER BY parcel_key, acquired, token",
+            r => new LockRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetString(3), r.GetString(4), Time(r.GetInt64(5)), Time(r.GetInt64(6)),
+                LockStates.Parse(r.GetString(7)))),
+        await db.QueryAsync("SELECT tag, user_id, last_seen FROM blob_holders ORDER BY tag, user_id",
+            r => new BlobHolding(new ChunkTag(new Hash32((byte[])r[0])), r.GetInt64(1), Time(r.GetInt64(2))))), ct);
+
+    public Task ImportAsync(MetadataSnapshot snapshot, CancellationToken ct) => WriteAsync(async db =>
+    {
+        if (Convert.ToInt64(await db.ScalarAsync("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM parcels)")) > 0)
+            throw new MetadataConflictException("the target metadata store is not empty");
+        await db.ExecAsync("UPDATE settings SET value = $s WHERE key = 'server_secret'", ("$s", snapshot.ServerSecret));
+        await db.ExecAsync("UPDATE settings SET value = $e WHERE key = 'collection_epoch'", ("$e", snapshot.CollectionEpoch));
+        foreach (var u in snapshot.Users)
+            await db.ExecAsync(
+                $"INSERT INTO users ({UserColumns}) VALUES ($id, $n, $v, $s, $m, $i, $p, $w, $r, $d, $c)",
+                ("$id", u.Id), ("$n", u.Name), ("$v", u.Verifier), ("$s", u.Kdf.Salt), ("$m", u.Kdf.MemoryKiB), ("$i", u.Kdf.Iterations),
+                ("$p", u.Kdf.Parallelism), ("$w", u.WrappedSecrets), ("$r", u.RecoveryWrappedSecrets), ("$d", u.Disabled ? 1 : 0), ("$c", Ms(u.Created)));
+        foreach (var s in snapshot.Sessions)
+            await db.ExecAsync(
+                "INSERT INTO sessions (token_hash, user_id, site_id, site_name, created, expires, revoked) VALUES ($t, $u, $si, $sn, $c, $e, $r)",
+                ("$t", s.TokenHash), ("$u", s.UserId), ("$si", s.SiteId), ("$sn", s.SiteName), ("$c", Ms(s.Created)), ("$e", Ms(s.Expires)),
+                ("$r", s.Revoked ? 1 : 0));
+        foreach (var p in snapshot.Parcels)
+            await db.ExecAsync(
+                """
+                INSERT INTO parcels (key, owner_id, name, parcel_id, chunk_size, disk_size, wrapped_key, created)
+                VALUES ($k, $o, $n, $id, $cs, $ds, $wk, $c)
+                """,
+                ("$k", p.Key), ("$o", p.OwnerId), ("$n", p.Name), ("$id", p.Id), ("$cs", p.ChunkSize), ("$ds", p.DiskSize),
+                ("$wk", p.WrappedKey), ("$c", Ms(p.Created)));
+        foreach (var v in snapshot.Versions) await InsertVersionAsync(db, v.ParcelKey, v.Version, v.Reason, v.Committed);
+        foreach (var l in snapshot.Locks)
+            await db.ExecAsync(
+                """
+                INSERT INTO locks (token, parcel_key, user_id, site_id, site_name, acquired, last_contact, state)
+                VALUES ($t, $k, $u, $si, $sn, $a, $lc, $st)
+                """,
+                ("$t", l.Token), ("$k", l.ParcelKey), ("$u", l.UserId), ("$si", l.SiteId), ("$sn", l.SiteName), ("$a", Ms(l.Acquired)),
+                ("$lc", Ms(l.LastContact)), ("$st", LockStates.Name(l.State)));
+        await using var holding = db.Command("INSERT INTO blob_holders (tag, user_id, last_seen) VALUES ($t, $u, $s)");
+        var (tag, user, seen) = (holding.Parameters.Add("$t", SqliteType.Blob), holding.Parameters.Add("$u", SqliteType.Integer),
+            holding.Parameters.Add("$s", SqliteType.Integer));
+        foreach (var h in snapshot.Holdings)
+        {
+            (tag.Value, user.Value, seen.Value) = (TagBytes(h.Tag), h.UserId, Ms(h.LastSeen));
+            await holding.ExecuteNonQueryAsync(db.Ct);
+        }
+        return 0;
     }, ct);
 }
