@@ -106,7 +106,7 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
         if (lookaside != null && await lookaside.TryGetAsync(tag, ct) is var (hinted, _))
         {
             Counters.Add(ChunkSource.Lookaside, hinted.Length);
-            await cache.PutAsync(tag, hinted, ct);
+            await KeepAsync(tag, hinted, ct);
             return hinted;
         }
         var backoff = FirstBackoff;
@@ -122,8 +122,7 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
                 if (tag.Matches(blob))
                 {
                     Counters.Add(ChunkSource.Home, blob.Length);
-                    try { await Space.PutCleanAsync(tag, blob, home, ct); }
-                    catch (Transfer.CacheFullException) { } // verified: served uncached, the cache being full of changes not yet at home
+                    await KeepAsync(tag, blob, ct);
                     return blob;
                 }
                 if (++corrupt >= IntegrityAttempts) throw Failed(tag, $"chunk {tag} from {home} does not match its tag ({corrupt} attempts)");
@@ -161,6 +160,14 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
     public ValueTask<byte[]> LoadPageAsync(ChunkTag tag, CancellationToken ct) => GetAsync(tag, ct);
 
     public void Dispose() => _lifetime.Cancel();
+
+    /// <summary>Caches a verified blob within the cache's limit; one that does not fit is served uncached (the cache
+    /// being full of changes not yet at home).</summary>
+    private async ValueTask KeepAsync(ChunkTag tag, byte[] blob, CancellationToken ct)
+    {
+        try { await Space.PutCleanAsync(tag, blob, home, ct); }
+        catch (Transfer.CacheFullException) { }
+    }
 }
 
 public sealed class TransferCounters

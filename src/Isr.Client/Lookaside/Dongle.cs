@@ -148,19 +148,10 @@ public static class DongleWriter
         var dongle = Dongle.Open(path, create: true);
         var hoarder = new Hoarder(site.Cache, home.Chunks);
         var pending = Session.PendingCommit.Load(site.PendingCommitPath(parcel));
-        VersionRecord version;
-        VersionRecord? since;
-        if (pending is not null)
-        {
-            version = pending.Version;
-            since = (await home.ListVersionsAsync(parcel, ct)).FirstOrDefault(v => v.Number == pending.BaseVersion);
-        }
-        else
-        {
-            var versions = await home.ListVersionsAsync(parcel, ct);
-            version = versions.Last(v => !v.Side);
-            since = version.Parent is long p ? versions.FirstOrDefault(v => v.Number == p) : null;
-        }
+        var versions = await home.ListVersionsAsync(parcel, ct);
+        var version = pending?.Version ?? versions.Last(v => !v.Side);
+        long? sinceNumber = pending is not null ? pending.BaseVersion : version.Parent;
+        var since = sinceNumber is long n ? versions.FirstOrDefault(v => v.Number == n) : null;
         async Task<byte[]> Get(ChunkTag tag, CancellationToken token) =>
             await site.Cache.GetAsync(tag, token) is { } cached && tag.Matches(cached) ? cached : await hoarder.FetchAsync(tag, token);
         return await dongle.WriteAsync(parcel, version.ParcelId, version, since, hoarder, Get, progress, ct);

@@ -16,7 +16,7 @@ public static class Uploader
     {
         var missing = await home.MissingAsync(tags, ct);
         if (onTotal != null && cache is DirectoryChunkStore files)
-            onTotal(missing.Sum(t => File.Exists(files.PathOf(t)) ? new FileInfo(files.PathOf(t)).Length : 0));
+            onTotal(missing.Sum(t => new FileInfo(files.PathOf(t)) is { Exists: true } file ? file.Length : 0));
         long bytes = 0;
         var batches = home is IBatchChunkStore ? missing.Chunk(BatchSize) : missing.Select(t => new[] { t });
         await Parallel.ForEachAsync(batches, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = 4 }, async (batch, token) =>

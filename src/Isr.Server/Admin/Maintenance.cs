@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using Isr.Format;
 using Isr.Storage;
 using Isr.Storage.Metadata;
@@ -176,15 +175,7 @@ public sealed class Maintenance(IMetadataStore metadata, IChunkStore chunks, Tim
         return new StatsReport(await metadata.GetStatsAsync(ct), count, bytes);
     }
 
-    /// <summary>The store's listing with sizes and store times; an engine without them lists tags only (size 0,
-    /// stored long ago: the holdings' last-seen times alone decide what gc spares).</summary>
-    private async IAsyncEnumerable<StoredChunk> InventoryAsync([EnumeratorCancellation] CancellationToken ct)
-    {
-        if (chunks is IChunkInventory inventory)
-        {
-            await foreach (var chunk in inventory.InventoryAsync(ct)) yield return chunk;
-            yield break;
-        }
-        await foreach (var tag in chunks.ListAsync(ct)) yield return new StoredChunk(tag, 0, DateTimeOffset.MinValue);
-    }
+    /// <summary>The store's listing with sizes and store times (every server engine keeps them).</summary>
+    private IAsyncEnumerable<StoredChunk> InventoryAsync(CancellationToken ct) =>
+        (chunks as IChunkInventory ?? throw new NotSupportedException($"{chunks} cannot list its blobs with sizes and times")).InventoryAsync(ct);
 }
