@@ -10,8 +10,9 @@ Every QEMU we start runs under `timeout`; every process we start is killed by it
 """
 import argparse, calendar, json, os, re, shutil, signal, socket, statistics, subprocess, sys, threading, time
 
-SRV_NS, SITE_NS = "isr-srv", "isr-site"
-SRV_IP = "10.77.0.1"
+# netns.sh reads the same variables, so two harnesses can run side by side under different names.
+SRV_NS, SITE_NS = os.environ.get("ISR_NETNS_SRV", "isr-srv"), os.environ.get("ISR_NETNS_SITE", "isr-site")
+SRV_IP = os.environ.get("ISR_NETNS_PREFIX", "10.77.0") + ".1"
 ISR_PORT, HTTP_PORT = 8443, 8080
 PARCEL, USER, PASSWORD = "bench", "bench", "bench-password-1"
 MEM = "512M"
