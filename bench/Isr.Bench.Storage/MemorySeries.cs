@@ -8,7 +8,7 @@ using Isr.Format;
 /// one store model (convergent tags: a blob already stored by any earlier image is not stored again), and the chunk
 /// list pages <see cref="ChunkListTree.Build"/> writes for the image are counted the same way. Other chunker
 /// parameters can be weighed next to the format's; fixed 64 KiB block differencing (same offset in the previous
-/// image) is the reference.
+/// image) is the simple reference, page differencing by guest address (<see cref="PageDiff"/>) the page-granular bound.
 /// Usage: Isr.Bench.Storage --memory OUT.tsv [--cdc MIN:AVG:MAX,...] IMAGE1 IMAGE2 ...   (sizes in KiB; default the format's)
 /// </summary>
 internal static class MemorySeries
@@ -33,7 +33,8 @@ internal static class MemorySeries
 
         using var output = new StreamWriter(rest[0]);
         output.WriteLine("version\timage\tstream_bytes\t" + string.Join('\t', chunkers.Select(c => $"{Name(c)}_chunks\t{Name(c)}_blobs\t{Name(c)}_pages"))
-            + "\tblock64k_raw\tblock64k_zstd1\tchanged64k_blocks");
+            + "\tblock64k_raw\tblock64k_zstd1\tchanged64k_blocks\tpagediff_zstd1\tchanged_pages\tram_pages");
+        var pageDiff = new PageDiff();
         for (int v = 0; v < images.Count; v++)
         {
             var t0 = DateTime.UtcNow;
@@ -55,7 +56,8 @@ internal static class MemorySeries
                 row.AddRange([refs.Count.ToString(CultureInfo.InvariantCulture), added.ToString(CultureInfo.InvariantCulture), pageBytes.ToString(CultureInfo.InvariantCulture)]);
             }
             var blocks = BlockDifference(images[v], v > 0 ? images[v - 1] : null);
-            row.AddRange([blocks.Raw.ToString(CultureInfo.InvariantCulture), blocks.Zstd.ToString(CultureInfo.InvariantCulture), blocks.Blocks.ToString(CultureInfo.InvariantCulture)]);
+            var byPage = pageDiff.Add(await File.ReadAllBytesAsync(images[v]));
+            row.AddRange(new long[] { blocks.Raw, blocks.Zstd, blocks.Blocks, byPage.Bytes, byPage.ChangedPages, byPage.Pages }.Select(n => n.ToString(CultureInfo.InvariantCulture)));
             output.WriteLine(string.Join('\t', row));
             output.Flush();
             Console.Error.WriteLine($"{row[1]}: {string.Join(' ', row.Skip(2))} ({(DateTime.UtcNow - t0).TotalSeconds:F0} s)");
