@@ -37,6 +37,8 @@ def total(c):
 
 
 def label(c):
+    if c.startswith("aligned"):
+        return f"isr, cut at page records, ~{c.removeprefix('aligned').removesuffix('p')} pages (bench only)"
     lo, avg, hi = c.removeprefix("cdc").split("-")
     return f"isr FastCDC {lo}/{avg}/{hi} KiB"
 
@@ -116,7 +118,9 @@ elif "matched" in cas:
 L.append("")
 L.append("## Other chunk sizes")
 L.append("")
-L.append("The same images with other FastCDC parameters in isr's capture path, and casync at a 16 KiB average "
+L.append("The same images with other FastCDC parameters in isr's capture path; cut only where a RAM page record ends "
+         "(`MigrationPages.AlignedChunks`: after a non-zero page whose content hash picks it, 1 in N, at least N/4 and at "
+         "most 4N pages per chunk; then `ChunkCodec.Encode` as isr); and casync at a 16 KiB average "
          "(`--chunk-size=4096:16384:65536 --compression=zstd`). Chunks: per image (m09), i.e. objects fetched at resume.")
 L.append("")
 L.append("| chunking | chunks (m09) | m01 | " + f"{names[1]}–{names[-1]}" + " | of which pages/index | total | ÷ casync defaults (increments) |")
@@ -150,7 +154,7 @@ L.append("Reproduce (as root, from the repository root):")
 L.append("")
 L.append("```sh")
 L.append("bench/storage/make-memseries.sh      # boots the guest once, 9 saves (~10 min here)")
-L.append("bench/storage/run-memory.sh --cdc 16:64:256,4:16:64,8:32:128 \\")
+L.append("bench/storage/run-memory.sh --cdc 16:64:256,4:16:64,8:32:128 --aligned 4,16 \\")
 L.append("    --casync 'default=;matched=--chunk-size=16384:65536:262144 --compression=zstd;16k=--chunk-size=4096:16384:65536 --compression=zstd'")
 L.append("```")
 L.append("")

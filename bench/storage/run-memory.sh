@@ -5,22 +5,25 @@
 # differencing; writes docs/benchmarks/memory-increments.md and copies the
 # raw results to bench/results/memory-increments/.
 #
-#   bench/storage/run-memory.sh [SERIES_DIR] [--cdc MIN:AVG:MAX,...] [--casync "NAME=OPTIONS;..."]
+#   bench/storage/run-memory.sh [SERIES_DIR] [--cdc MIN:AVG:MAX,...] [--aligned PAGES,...] [--casync "NAME=OPTIONS;..."]
 #
 # SERIES_DIR (default guest/out/mem-series) holds m01.mig, m02.mig, ...
 # (bench/storage/make-memseries.sh). --cdc: isr chunker parameters in KiB
-# (default: the format's 16:64:256 only). --casync: casync runs (default:
+# (default: the format's 16:64:256 only). --aligned: also chunk aligned to the
+# stream's page records, PAGES pages per chunk on average (a bench-only
+# alternative; default none). --casync: casync runs (default:
 # "default=;matched=--chunk-size=16384:65536:262144 --compression=zstd").
 # A finished TSV in SERIES_DIR/results is kept; delete it to redo it.
 set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 SERIES=$REPO_ROOT/guest/out/mem-series
-CDC=16:64:256
+CDC=16:64:256 ALIGNED=
 CASYNC="default=;matched=--chunk-size=16384:65536:262144 --compression=zstd"
 while [ $# -gt 0 ]; do
     case "$1" in
         --cdc) CDC=$2; shift 2 ;;
+        --aligned) ALIGNED=$2; shift 2 ;;
         --casync) CASYNC=$2; shift 2 ;;
         *) SERIES=$1; shift ;;
     esac
@@ -36,13 +39,13 @@ bytes() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; 
 echo "load-before $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RES/times"
 
 # ---- isr (the product's capture path over a store model) + block differencing
-tsv=$RES/isr-$(echo "$CDC" | tr ':,' '-_').tsv
+tsv=$RES/isr-$(echo "$CDC${ALIGNED:+,aligned$ALIGNED}" | tr ':,' '-_').tsv
 if [ ! -s "$tsv" ]; then
-    log "isr ($CDC) + block differencing"
+    log "isr ($CDC${ALIGNED:+; aligned $ALIGNED}) + block and page differencing"
     t0=$(date +%s)
-    dotnet run -c Release --project "$REPO_ROOT/bench/Isr.Bench.Storage" -- --memory "$tsv.tmp" --cdc "$CDC" "${IMAGES[@]}"
+    dotnet run -c Release --project "$REPO_ROOT/bench/Isr.Bench.Storage" -- --memory "$tsv.tmp" --cdc "$CDC" ${ALIGNED:+--aligned "$ALIGNED"} "${IMAGES[@]}"
     mv "$tsv.tmp" "$tsv"
-    echo "isr-$CDC $(($(date +%s) - t0))" >>"$RES/times"
+    echo "isr $(($(date +%s) - t0))" >>"$RES/times"
 fi
 
 # ---- casync: one store per configuration; growth of the store (chunks) and the .caibx index, per image
