@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using Isr.Format;
-using ZstdSharp;
 
 // Storage cost of a series of disk image versions (raw, same size), in one pass per version:
 //  - isr's chunk store at several chunk sizes: what committing each version as the next version of one parcel adds to
@@ -10,12 +9,14 @@ using ZstdSharp;
 //    UpdateAsync writes. Zero chunks are never stored. Version records (~1 KiB each) are not counted.
 //  - fixed 64 KiB block differencing: the non-zero blocks that differ from the previous version, raw and zstd-1.
 // Usage: Isr.Bench.Storage OUT.tsv IMAGE1 IMAGE2 ...   (one TSV row per version: bytes added)
+//        Isr.Bench.Storage --memory ...                 (memory images: see MemorySeries.cs)
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
-if (args.Length < 2) { Console.Error.WriteLine("usage: Isr.Bench.Storage OUT.tsv IMAGE..."); return 2; }
+if (args.Length > 0 && args[0] == "--memory") return await MemorySeries.RunAsync(args[1..]);
+if (args.Length < 2) { Console.Error.WriteLine("usage: Isr.Bench.Storage OUT.tsv IMAGE... | --memory ..."); return 2; }
 string outPath = args[0];
 var images = args[1..];
 int[] sizes = [16 << 10, 64 << 10, 256 << 10];
-const int BlockDiff = 64 << 10;
+const int BlockDiffSize = 64 << 10;
 var codec = new ChunkCodec(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
 var keys = ParcelKeys.Generate();
 
@@ -23,18 +24,16 @@ var states = sizes.Select(s => new IsrState(s)).ToArray();
 using var output = new StreamWriter(outPath);
 output.WriteLine("version\timage\t" + string.Join('\t', sizes.Select(s => $"isr{s >> 10}k_blobs\tisr{s >> 10}k_pages")) + "\tblock64k_raw\tblock64k_zstd1\tchanged64k_blocks");
 string? previous = null;
-var compressor = new Compressor(1);
 for (int v = 0; v < images.Length; v++)
 {
     var t0 = DateTime.UtcNow;
     string image = images[v];
     long length; using (var probe = File.OpenRead(image)) length = probe.Length; // follows symlinks, unlike FileInfo
     // Block differencing (64 KiB) and the changed-chunk maps for every isr chunk size, from one read of both images.
-    long blockRaw = 0, blockZstd = 0, changedBlocks = 0;
+    var blocks = new BlockDiff(BlockDiffSize);
     const int Window = 4 << 20; // multiple of every chunk size
     var cur = new byte[Window];
     var prev = new byte[Window];
-    var scratch = new byte[Compressor.GetCompressBound(BlockDiff)];
     var changes = states.Select(_ => new Dictionary<long, ChunkRef>()).ToArray();
     var added = new long[states.Length];
     using (var fc = File.OpenRead(image))
@@ -45,15 +44,7 @@ for (int v = 0; v < images.Length; v++)
             int n = fc.ReadAtLeast(cur, Window, throwOnEndOfStream: false);
             if (fp is not null) fp.ReadAtLeast(prev, Window, throwOnEndOfStream: false); else Array.Clear(prev);
             if (n == 0) break;
-            for (int b = 0; b < n; b += BlockDiff)
-            {
-                int len = Math.Min(BlockDiff, n - b);
-                var c = cur.AsSpan(b, len);
-                if (c.SequenceEqual(prev.AsSpan(b, len)) || ChunkCodec.IsAllZero(c)) continue;
-                changedBlocks++;
-                blockRaw += len;
-                blockZstd += Math.Min(len, compressor.Wrap(c, scratch));
-            }
+            blocks.Add(cur.AsSpan(0, n), prev.AsSpan(0, n));
             for (int s = 0; s < states.Length; s++)
             {
                 var st = states[s];
@@ -110,9 +101,9 @@ for (int v = 0; v < images.Length; v++)
         row.Add(added[s].ToString());
         row.Add(pageBytes.ToString());
     }
-    row.Add(blockRaw.ToString());
-    row.Add(blockZstd.ToString());
-    row.Add(changedBlocks.ToString());
+    row.Add(blocks.Raw.ToString());
+    row.Add(blocks.Zstd.ToString());
+    row.Add(blocks.Blocks.ToString());
     output.WriteLine(string.Join('\t', row));
     output.Flush();
     Console.Error.WriteLine($"v{v + 1} {Path.GetFileName(image)}: " + string.Join(' ', row.Skip(2)) + $" ({(DateTime.UtcNow - t0).TotalSeconds:F0} s)");

@@ -8,12 +8,15 @@
 #     --media IMG   attach IMG as a second virtio disk (/dev/vdb, read-only)
 #     --log FILE    serial console log (default: IMAGE.console.log)
 #     --keep        do not power off at the end (QEMU is killed instead)
-# COMMANDs are console lines (see README.md): run, "run N", "sh CMD", sync.
+#     --accel A     tcg or kvm (default: kvm if /dev/kvm is writable)
+# COMMANDs are console lines (see README.md): run, "run N", "sh CMD", sync;
+# and "save FILE", done by the host: the VM state saved to FILE as isr
+# suspends (QMP stop + migrate, qmp-save.py), then the guest goes on.
 # "poweroff" is sent at the end unless --keep. IMAGE is modified: boot a copy.
 # Prints ISR-WORKLOAD-DONE lines and "boot-seconds=S" to stdout; exit 1 on
 # timeout or error.
 set -euo pipefail
-TIMEOUT=900 MEM=512 MEDIA= LOG= KEEP=0
+TIMEOUT=900 MEM=512 MEDIA= LOG= KEEP=0 ACCEL=
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) TIMEOUT=$2; shift 2 ;;
@@ -21,13 +24,14 @@ while [ $# -gt 0 ]; do
         --media) MEDIA=$2; shift 2 ;;
         --log) LOG=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --accel) ACCEL=$2; shift 2 ;;
+        -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) break ;;
     esac
 done
 IMAGE=${1:?usage: run.sh [options] IMAGE [COMMAND...]}; shift
 LOG=${LOG:-$IMAGE.console.log}
-ACCEL=tcg; [ -w /dev/kvm ] && ACCEL=kvm
+[ -n "$ACCEL" ] || { ACCEL=tcg; [ -w /dev/kvm ] && ACCEL=kvm; }
 FIFO=$(mktemp -d /tmp/isr-realistic-run.XXXXXX)
 mkfifo "$FIFO/serial.in" "$FIFO/serial.out"
 QPID=
@@ -41,7 +45,7 @@ trap cleanup EXIT
 cat "$FIFO/serial.out" >>"$LOG" &
 CATPID=$!
 args=(-machine pc -accel "$ACCEL" -m "$MEM" -smp 1 -nodefaults -display none -no-reboot
-    -serial "pipe:$FIFO/serial" -drive "file=$IMAGE,format=raw,if=virtio,cache=unsafe")
+    -serial "pipe:$FIFO/serial" -qmp "unix:$FIFO/qmp.sock,server=on,wait=off" -drive "file=$IMAGE,format=raw,if=virtio,cache=unsafe")
 [ -z "$MEDIA" ] || args+=(-drive "file=$MEDIA,format=raw,if=virtio,readonly=on")
 T0=$(date +%s.%N)
 deadline=$(( $(date +%s) + TIMEOUT ))
@@ -78,12 +82,13 @@ done
 echo "boot-seconds=$(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $T0}")"
 done_runs=0 done_sh=0
 for cmd in "$@"; do
-    printf '%s\n' "$cmd" >&3
+    [[ "$cmd" == "save "* ]] || printf '%s\n' "$cmd" >&3
     case "$cmd" in
         run) done_runs=$((done_runs + 1)); wait_for '^ISR-WORKLOAD-DONE' "$done_runs" ;;
         "run "*) done_runs=$((done_runs + ${cmd#run })); wait_for '^ISR-WORKLOAD-DONE' "$done_runs" ;;
         "sh "*) done_sh=$((done_sh + 1)); wait_for '^ISR-SH-DONE' "$done_sh" ;;
         sync) wait_for '^ISR-SYNCED' 1 ;;
+        "save "*) python3 "$(dirname "${BASH_SOURCE[0]}")/qmp-save.py" --timeout $((deadline - $(date +%s))) "$FIFO/qmp.sock" "${cmd#save }" ;;
     esac
 done
 grep -a '^ISR-WORKLOAD-DONE\|^ISR-SH-DONE' "$LOG" | tr -d '\r' || true

@@ -13,9 +13,10 @@ public static class MemoryImage
     /// <summary>Chunks fetched and decoded ahead of the one QEMU is reading.</summary>
     private const int ReadAhead = 16;
 
-    /// <summary>Cuts <paramref name="source"/> into chunks, encodes them in parallel (order kept) and hands each blob to <paramref name="store"/>.</summary>
+    /// <summary>Cuts <paramref name="source"/> into chunks, encodes them in parallel (order kept) and hands each blob to <paramref name="store"/>.
+    /// <paramref name="chunker"/> is the format's (docs/FORMAT.md) unless a benchmark weighs another.</summary>
     public static async Task<IReadOnlyList<ChunkRef>> CaptureAsync(Stream source, ChunkCodec codec,
-        Func<ChunkTag, byte[], CancellationToken, ValueTask> store, CancellationToken ct)
+        Func<ChunkTag, byte[], CancellationToken, ValueTask> store, CancellationToken ct, FastCdc? chunker = null)
     {
         var pipeline = Channel.CreateBounded<Task<ChunkRef>>(Environment.ProcessorCount * 4);
         var refs = new List<ChunkRef>();
@@ -34,7 +35,7 @@ public static class MemoryImage
         }, ct);
         try
         {
-            await new FastCdc().SplitAsync(source, async plaintext =>
+            await (chunker ?? new FastCdc()).SplitAsync(source, async plaintext =>
             {
                 await pipeline.Writer.WriteAsync(Task.Run(async () =>
                 {
