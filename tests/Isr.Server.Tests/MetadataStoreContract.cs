@@ -77,9 +77,9 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
     [SkippableFact]
     public async Task Schema_has_a_version_and_initialising_again_changes_nothing()
     {
-        Assert.Equal(1, await SchemaVersionAsync(_store));
+        Assert.Equal(2, await SchemaVersionAsync(_store));
         await _store.InitializeAsync(Ct);
-        Assert.Equal(1, await SchemaVersionAsync(_store));
+        Assert.Equal(2, await SchemaVersionAsync(_store));
         Assert.Single(await _store.ListVersionsAsync(_parcel, Ct));
     }
 
@@ -247,6 +247,58 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         Assert.False(await _store.DisableUserAsync("nobody", Ct));
         await Assert.ThrowsAsync<MetadataConflictException>(() =>
             _store.AddUserAsync(new NewUser("alice", new byte[32], new KdfParameters(new byte[16], 1024, 1, 1), [1], [2]), _now, Ct));
+    }
+
+    [SkippableFact]
+    public async Task Hoard_only_site_tokens_and_hoard_requests_open_report_and_revoke()
+    {
+        var first = SHA256.HashData("hoard1"u8);
+        await _store.CreateSiteTokenAsync(first, _user, "site-b", "b", _now, Ct);
+        var resolved = (await _store.ResolveSiteTokenAsync(first, Ct))!;
+        Assert.Equal(("alice", "site-b", "b", true), (resolved.UserName, resolved.SiteId, resolved.SiteName, resolved.HoardOnly));
+        Assert.Null(await _store.ResolveSessionAsync(first, _now, Ct)); // never a login session
+        var second = SHA256.HashData("hoard2"u8);
+        await _store.CreateSiteTokenAsync(second, _user, "site-b", "b", _now, Ct); // a new login of the site replaces its token
+        Assert.Null(await _store.ResolveSiteTokenAsync(first, Ct));
+        Assert.NotNull(await _store.ResolveSiteTokenAsync(second, Ct));
+        var site = Assert.Single(await _store.ListSitesAsync(_user, Ct));
+        Assert.Equal(("site-b", "b"), (site.SiteId, site.SiteName));
+
+        // one open request per parcel, site and version, even when several servers add it at once
+        var adds = await Task.WhenAll(Enumerable.Range(0, 6).Select(i =>
+            OpenTracked(Database).AddHoardRequestAsync(_user, _parcel, site, null, _now, Ct)));
+        Assert.Single(adds, a => a.Created);
+        var request = Assert.Single(adds.Select(a => a.Request.Id).Distinct());
+        var listed = Assert.Single(await _store.ListHoardRequestsAsync(_user, "site-b", Ct));
+        Assert.Equal((request, "p", HoardStates.Pending, (long?)null), (listed.Id, listed.Parcel, listed.State, listed.Version));
+        Assert.Empty(await _store.ListHoardRequestsAsync(_user, "other", Ct));
+        Assert.True(await _store.HasOpenHoardRequestAsync(_user, "site-b", _parcel, Ct));
+        Assert.False(await _store.HasOpenHoardRequestAsync(_user, "other", _parcel, Ct));
+
+        // the site reports; another site cannot; an ended request takes no more reports
+        Assert.Null(await _store.UpdateHoardRequestAsync(_user, "other", request, new HoardUpdate(HoardStates.Running, 1, 1, 9, 100, null), _now, Ct));
+        var running = (await _store.UpdateHoardRequestAsync(_user, "site-b", request, new HoardUpdate(HoardStates.Running, 1, 3, 9, 300, null), _now, Ct))!;
+        Assert.Equal((HoardStates.Running, (long?)1, 3L, 9L, 300L), (running.State, running.Version, running.BlobsDone, running.BlobsTotal, running.BytesDone));
+        var done = (await _store.UpdateHoardRequestAsync(_user, "site-b", request, new HoardUpdate(HoardStates.Done, null, 9, 9, 900, null), _now, Ct))!;
+        Assert.Equal((HoardStates.Done, (long?)1), (done.State, done.Version)); // the version reported earlier stays
+        Assert.Null(await _store.UpdateHoardRequestAsync(_user, "site-b", request, new HoardUpdate(HoardStates.Running, 1, 0, 9, 0, null), _now, Ct));
+        Assert.False(await _store.HasOpenHoardRequestAsync(_user, "site-b", _parcel, Ct));
+
+        // revoking the site ends its token and its open requests
+        var (again, created) = await _store.AddHoardRequestAsync(_user, _parcel, site, 1, _now, Ct);
+        Assert.True(created);
+        Assert.True(await _store.RevokeSiteAsync(_user, "site-b", _now, Ct));
+        Assert.False(await _store.RevokeSiteAsync(_user, "site-b", _now, Ct));
+        Assert.Null(await _store.ResolveSiteTokenAsync(second, Ct));
+        Assert.Empty(await _store.ListSitesAsync(_user, Ct));
+        var requests = await _store.ListHoardRequestsAsync(_user, null, Ct);
+        Assert.Equal([(again.Id, HoardStates.Revoked), (request, HoardStates.Done)], requests.Select(r => (r.Id, r.State)));
+
+        // disabling the user revokes its sites' tokens too
+        var third = SHA256.HashData("hoard3"u8);
+        await _store.CreateSiteTokenAsync(third, _user, "site-c", "c", _now, Ct);
+        Assert.True(await _store.DisableUserAsync("alice", Ct));
+        Assert.Null(await _store.ResolveSiteTokenAsync(third, Ct));
     }
 
     [SkippableFact]

@@ -58,3 +58,7 @@ public sealed record LockResponse(string Token, LockInfo Lock);
 public sealed record UploadResponse(int Stored, int Existing);
 public sealed record HoardRequestBody(string Parcel, string Site, long? Version = null);
 public sealed record HoardRequestResponse(HoardRequestRecord Request);
+public sealed record HoardReport(string State, long BlobsDone, long BlobsTotal, long BytesDone, long? Version = null, string? Error = null)
+{
+    public HoardUpdate ToUpdate() => new(State, Version, BlobsDone, BlobsTotal, BytesDone, Error);
+}

@@ -40,7 +40,7 @@ internal static class HoardEndpoints
 
         api.MapPut("/hoard/requests/{id:long}", async (HttpContext http, long id, IMetadataStore metadata, TimeProvider clock, CancellationToken ct) =>
         {
-            var update = await ApiJson.ReadAsync<HoardUpdate>(http.Request, ct);
+            var update = (await ApiJson.ReadAsync<HoardReport>(http.Request, ct)).ToUpdate();
             if (!HoardStates.Reportable.Contains(update.State))
                 throw ApiException.BadRequest($"state must be one of {string.Join(", ", HoardStates.Reportable)}");
             if (update.BlobsDone < 0 || update.BlobsTotal < 0 || update.BytesDone < 0) throw ApiException.BadRequest("progress counters are out of range");
