@@ -481,6 +481,12 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         await _store.RecordBlobsAsync(bob.Id, tags[..10], _now.AddMinutes(5), Ct);
         await _store.AdvanceCollectionEpochAsync(Ct);
         await _store.AdvanceCollectionEpochAsync(Ct);
+        await _store.CreateSiteTokenAsync(SHA256.HashData("h1"u8), _user, "s1", "one", _now, Ct);
+        await _store.CreateSiteTokenAsync(SHA256.HashData("h2"u8), _user, "s1", "one", _now, Ct); // revokes h1
+        var site = Assert.Single(await _store.ListSitesAsync(_user, Ct));
+        var (request, _) = await _store.AddHoardRequestAsync(_user, _parcel, site, null, _now, Ct);
+        await _store.UpdateHoardRequestAsync(_user, "s1", request.Id, new HoardUpdate(HoardStates.Done, 2, 5, 5, 500, null), _now, Ct);
+        await _store.AddHoardRequestAsync(_user, _parcel, site, 1, _now, Ct);
     }
 
     /// <summary>A snapshot as comparable text (records holding byte arrays compare by reference).</summary>
@@ -488,6 +494,7 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
     {
         s.ServerSecret, s.CollectionEpoch, s.Users, s.Sessions, s.Parcels, s.Versions, s.Locks,
         Holdings = s.Holdings.Select(h => new { Tag = h.Tag.ToString(), h.UserId, h.LastSeen }),
+        s.SiteTokens, s.HoardRequests,
     });
 
     [SkippableFact]
@@ -497,6 +504,7 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         var exported = await _store.ExportAsync(Ct);
         Assert.Equal(3, exported.Locks.Count);
         Assert.Equal(60, exported.Holdings.Count);
+        Assert.Equal((2, 2), (exported.SiteTokens.Count, exported.HoardRequests.Count));
         var target = OpenTracked(await NewDatabaseAsync());
         await target.InitializeAsync(Ct);
         await target.ImportAsync(exported, Ct);
@@ -512,5 +520,11 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         var made = await target.CreateParcelAsync(dave.Id, new NewParcel("d", "did", 4096, 1 << 20, [9], _now), Record("d1", ""), _now, Ct);
         Assert.True((await target.GetParcelAsync(dave.Id, "d", Ct))!.Key > exported.Parcels.Max(p => p.Key));
         Assert.Equal(CommitStatus.Head, made.Status);
+
+        // the site's hoard-only token still works there; request ids continue too
+        var site = (await target.ResolveSiteTokenAsync(SHA256.HashData("h2"u8), Ct))!;
+        Assert.Null(await target.ResolveSiteTokenAsync(SHA256.HashData("h1"u8), Ct));
+        var (next, created) = await target.AddHoardRequestAsync(_user, _parcel, new SiteRecord(site.SiteId, site.SiteName, site.Created), 7, _now, Ct);
+        Assert.True(created && next.Id > exported.HoardRequests.Max(r => r.Request.Id));
     }
 }

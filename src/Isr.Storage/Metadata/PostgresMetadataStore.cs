@@ -688,7 +688,11 @@ public sealed class PostgresMetadataStore : IMetadataStore
                 r => new LockRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetString(3), r.GetString(4), Time(r, 5), Time(r, 6),
                     LockStates.Parse(r.GetString(7)))),
             await db.QueryAsync("SELECT tag, user_id, last_seen FROM blob_holders ORDER BY tag, user_id",
-                r => new BlobHolding(Tag(r, 0), r.GetInt64(1), Time(r, 2))));
+                r => new BlobHolding(Tag(r, 0), r.GetInt64(1), Time(r, 2))),
+            await db.QueryAsync("SELECT token_hash, user_id, site_id, site_name, created, revoked FROM site_tokens ORDER BY token_hash",
+                r => new SiteTokenRow((byte[])r[0], r.GetInt64(1), r.GetString(2), r.GetString(3), Time(r, 4), r.GetBoolean(5))),
+            await db.QueryAsync($"SELECT {HoardColumns}, h.user_id, h.parcel_key FROM {HoardFrom} ORDER BY h.id",
+                r => new HoardRequestRow(r.GetInt64(12), r.GetInt64(13), ReadHoard(r))));
     }, ct);
 
     /// <summary>Rows go in with binary COPY, keeping their ids; the identity sequences then continue after the highest.</summary>
@@ -713,7 +717,14 @@ public sealed class PostgresMetadataStore : IMetadataStore
             l.Token, l.ParcelKey, l.UserId, l.SiteId, l.SiteName, Ms(l.Acquired), Ms(l.LastContact), LockStates.Name(l.State)]);
         await CopyAsync(db, "blob_holders (tag, user_id, last_seen)", snapshot.Holdings, h => [h.Tag.Hash.ToArray(), h.UserId, Ms(h.LastSeen)]);
         await db.ExecAsync("SELECT setval(pg_get_serial_sequence('users', 'id'), coalesce(max(id), 0) + 1, false) FROM users");
+        await CopyAsync(db, "site_tokens (token_hash, user_id, site_id, site_name, created, revoked)", snapshot.SiteTokens, t => [
+            t.TokenHash, t.UserId, t.SiteId, t.SiteName, Ms(t.Created), t.Revoked]);
+        await CopyAsync(db, "hoard_requests (id, user_id, parcel_key, site_id, site_name, version, state, blobs_done, blobs_total, bytes_done, error, created, updated)",
+            snapshot.HoardRequests, r => [
+                r.Request.Id, r.UserId, r.ParcelKey, r.Request.SiteId, r.Request.SiteName, r.Request.Version, r.Request.State, r.Request.BlobsDone,
+                r.Request.BlobsTotal, r.Request.BytesDone, r.Request.Error, Ms(r.Request.Created), Ms(r.Request.Updated)]);
         await db.ExecAsync("SELECT setval(pg_get_serial_sequence('parcels', 'key'), coalesce(max(key), 0) + 1, false) FROM parcels");
+        await db.ExecAsync("SELECT setval(pg_get_serial_sequence('hoard_requests', 'id'), coalesce(max(id), 0) + 1, false) FROM hoard_requests");
         return 0;
     }, ct);
 

@@ -690,7 +690,11 @@ public sealed class SqliteMetadataStore : IMetadataStore
             r => new LockRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetString(3), r.GetString(4), Time(r.GetInt64(5)), Time(r.GetInt64(6)),
                 LockStates.Parse(r.GetString(7)))),
         await db.QueryAsync("SELECT tag, user_id, last_seen FROM blob_holders ORDER BY tag, user_id",
-            r => new BlobHolding(new ChunkTag(new Hash32((byte[])r[0])), r.GetInt64(1), Time(r.GetInt64(2))))), ct);
+            r => new BlobHolding(new ChunkTag(new Hash32((byte[])r[0])), r.GetInt64(1), Time(r.GetInt64(2)))),
+        await db.QueryAsync("SELECT token_hash, user_id, site_id, site_name, created, revoked FROM site_tokens ORDER BY token_hash",
+            r => new SiteTokenRow((byte[])r[0], r.GetInt64(1), r.GetString(2), r.GetString(3), Time(r.GetInt64(4)), r.GetInt64(5) != 0)),
+        await db.QueryAsync($"SELECT {HoardColumns}, h.user_id, h.parcel_key FROM {HoardFrom} ORDER BY h.id",
+            r => new HoardRequestRow(r.GetInt64(12), r.GetInt64(13), ReadHoard(r)))), ct);
 
     public Task ImportAsync(MetadataSnapshot snapshot, CancellationToken ct) => WriteAsync(async db =>
     {
@@ -733,6 +737,17 @@ public sealed class SqliteMetadataStore : IMetadataStore
             (tag.Value, user.Value, seen.Value) = (TagBytes(h.Tag), h.UserId, Ms(h.LastSeen));
             await holding.ExecuteNonQueryAsync(db.Ct);
         }
+        foreach (var t in snapshot.SiteTokens)
+            await db.ExecAsync("INSERT INTO site_tokens (token_hash, user_id, site_id, site_name, created, revoked) VALUES ($t, $u, $si, $sn, $c, $r)",
+                ("$t", t.TokenHash), ("$u", t.UserId), ("$si", t.SiteId), ("$sn", t.SiteName), ("$c", Ms(t.Created)), ("$r", t.Revoked ? 1 : 0));
+        foreach (var (owner, parcel, h) in snapshot.HoardRequests)
+            await db.ExecAsync(
+                """
+                INSERT INTO hoard_requests (id, user_id, parcel_key, site_id, site_name, version, state, blobs_done, blobs_total, bytes_done, error, created, updated)
+                VALUES ($id, $u, $k, $si, $sn, $v, $st, $bd, $bt, $by, $e, $c, $up)
+                """,
+                ("$id", h.Id), ("$u", owner), ("$k", parcel), ("$si", h.SiteId), ("$sn", h.SiteName), ("$v", h.Version), ("$st", h.State),
+                ("$bd", h.BlobsDone), ("$bt", h.BlobsTotal), ("$by", h.BytesDone), ("$e", h.Error), ("$c", Ms(h.Created)), ("$up", Ms(h.Updated)));
         return 0;
     }, ct);
 }
