@@ -131,7 +131,8 @@ internal sealed class HoardAgent(SiteDirectory site, Action<string> log)
         await reporting.CancelAsync();
         await reporter;
         await EndAsync(server, request, target.Number, result.Blobs, result.Blobs, HoardStates.Done, null, ct, result.BytesFetched);
-        log($"hoard: {request.Parcel} v{target.Number} done: {result.Fetched} blobs fetched ({result.BytesFetched} bytes), {result.AlreadyCached} were cached");
+        log($"hoard: {request.Parcel} v{target.Number} done: {result.Fetched} blobs fetched ({result.BytesFetched} bytes) in {result.Seconds:F2} s, " +
+            $"{result.AlreadyCached} were cached");
     }
 
     private async Task ReportWhileRunningAsync(SiteHoardClient server, HoardRequestRecord request, VersionRecord target, Func<HoardProgress> latest,
