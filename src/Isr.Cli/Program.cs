@@ -20,6 +20,7 @@ root.Subcommands.Add(DiscardCommand.Build());
 root.Subcommands.Add(CheckinCommand.Build());
 root.Subcommands.Add(StatusCommand.Build());
 root.Subcommands.Add(HoardCommand.Build());
+root.Subcommands.Add(SiteCommand.Build());
 root.Subcommands.Add(SyncCommand.Build());
 root.Subcommands.Add(LoginCommand.Build());
 root.Subcommands.Add(LogoutCommand.Build());

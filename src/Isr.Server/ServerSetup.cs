@@ -70,6 +70,7 @@ public static class ServerSetup
         AccountEndpoints.MapAuthenticated(authed);
         ParcelEndpoints.Map(authed);
         ChunkEndpoints.Map(authed);
+        HoardEndpoints.Map(authed);
         return app;
     }
 }

@@ -93,6 +93,15 @@ public sealed class CacheSpaceTests : IDisposable
     }
 
     [Fact]
+    public void Background_hoard_settings_come_from_the_site_config_with_defaults()
+    {
+        Assert.Equal((null, TimeSpan.FromSeconds(30)), (Site.SiteConfig.Load(_dir.Path).HoardBytesPerSecond, Site.SiteConfig.Load(_dir.Path).HoardPoll));
+        File.WriteAllText(Path.Combine(_dir.Path, "config.json"), """{"hoardBwlimit": "2M", "hoardPollSeconds": 5}""");
+        var config = Site.SiteConfig.Load(_dir.Path);
+        Assert.Equal((2e6, TimeSpan.FromSeconds(5)), (config.HoardBytesPerSecond, config.HoardPoll));
+    }
+
+    [Fact]
     public async Task On_a_full_file_system_clean_blobs_make_room_and_then_a_dirty_write_fails_naming_the_path_keeping_every_blob()
     {
         using var fs = new SmallFileSystem(1L << 20);

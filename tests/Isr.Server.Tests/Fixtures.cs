@@ -97,6 +97,8 @@ public sealed class ApiClient(HttpClient http, TestUser user) : IDisposable
     public TestUser User => user;
     public string? Token { get; private set; }
     public UserSecrets? Secrets { get; private set; }
+    /// <summary>The site's hoard-only token handed out with the last login.</summary>
+    public string? HoardToken { get; private set; }
 
     public async Task<HttpResponseMessage> LoginAsync(string siteId, byte[]? authSecret = null)
     {
@@ -107,6 +109,7 @@ public sealed class ApiClient(HttpClient http, TestUser user) : IDisposable
         {
             var body = await response.Content.ReadFromJsonAsync<JsonElement>();
             Token = body.GetProperty("token").GetString();
+            HoardToken = body.TryGetProperty("hoardToken", out var hoard) ? hoard.GetString() : null;
             Secrets = UserSecrets.Unwrap(keys.KeyEncryptionKey, body.GetProperty("wrappedSecrets").GetBytesFromBase64());
             http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Token);
         }

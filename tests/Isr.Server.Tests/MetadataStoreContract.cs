@@ -11,6 +11,8 @@ namespace Isr.Server.Tests;
 public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
 {
     protected static readonly CancellationToken Ct = CancellationToken.None;
+    /// <summary>Migrations every engine runs (1: initial schema, 2: hoard).</summary>
+    private const int CurrentSchema = 2;
     private readonly List<IMetadataStore> _opened = [];
     private IMetadataStore _store = null!;
     private readonly DateTimeOffset _now = DateTimeOffset.UtcNow;
@@ -77,9 +79,9 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
     [SkippableFact]
     public async Task Schema_has_a_version_and_initialising_again_changes_nothing()
     {
-        Assert.Equal(1, await SchemaVersionAsync(_store));
+        Assert.Equal(CurrentSchema, await SchemaVersionAsync(_store));
         await _store.InitializeAsync(Ct);
-        Assert.Equal(1, await SchemaVersionAsync(_store));
+        Assert.Equal(CurrentSchema, await SchemaVersionAsync(_store));
         Assert.Single(await _store.ListVersionsAsync(_parcel, Ct));
     }
 
@@ -250,6 +252,58 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
     }
 
     [SkippableFact]
+    public async Task Hoard_only_site_tokens_and_hoard_requests_open_report_and_revoke()
+    {
+        var first = SHA256.HashData("hoard1"u8);
+        await _store.CreateSiteTokenAsync(first, _user, "site-b", "b", _now, Ct);
+        var resolved = (await _store.ResolveSiteTokenAsync(first, Ct))!;
+        Assert.Equal(("alice", "site-b", "b", true), (resolved.UserName, resolved.SiteId, resolved.SiteName, resolved.HoardOnly));
+        Assert.Null(await _store.ResolveSessionAsync(first, _now, Ct)); // never a login session
+        var second = SHA256.HashData("hoard2"u8);
+        await _store.CreateSiteTokenAsync(second, _user, "site-b", "b", _now, Ct); // a new login of the site replaces its token
+        Assert.Null(await _store.ResolveSiteTokenAsync(first, Ct));
+        Assert.NotNull(await _store.ResolveSiteTokenAsync(second, Ct));
+        var site = Assert.Single(await _store.ListSitesAsync(_user, Ct));
+        Assert.Equal(("site-b", "b"), (site.SiteId, site.SiteName));
+
+        // one open request per parcel, site and version, even when several servers add it at once
+        var adds = await Task.WhenAll(Enumerable.Range(0, 6).Select(i =>
+            OpenTracked(Database).AddHoardRequestAsync(_user, _parcel, site, null, _now, Ct)));
+        Assert.Single(adds, a => a.Created);
+        var request = Assert.Single(adds.Select(a => a.Request.Id).Distinct());
+        var listed = Assert.Single(await _store.ListHoardRequestsAsync(_user, "site-b", Ct));
+        Assert.Equal((request, "p", HoardStates.Pending, (long?)null), (listed.Id, listed.Parcel, listed.State, listed.Version));
+        Assert.Empty(await _store.ListHoardRequestsAsync(_user, "other", Ct));
+        Assert.True(await _store.HasOpenHoardRequestAsync(_user, "site-b", _parcel, Ct));
+        Assert.False(await _store.HasOpenHoardRequestAsync(_user, "other", _parcel, Ct));
+
+        // the site reports; another site cannot; an ended request takes no more reports
+        Assert.Null(await _store.UpdateHoardRequestAsync(_user, "other", request, new HoardUpdate(HoardStates.Running, 1, 1, 9, 100, null), _now, Ct));
+        var running = (await _store.UpdateHoardRequestAsync(_user, "site-b", request, new HoardUpdate(HoardStates.Running, 1, 3, 9, 300, null), _now, Ct))!;
+        Assert.Equal((HoardStates.Running, (long?)1, 3L, 9L, 300L), (running.State, running.Version, running.BlobsDone, running.BlobsTotal, running.BytesDone));
+        var done = (await _store.UpdateHoardRequestAsync(_user, "site-b", request, new HoardUpdate(HoardStates.Done, null, 9, 9, 900, null), _now, Ct))!;
+        Assert.Equal((HoardStates.Done, (long?)1), (done.State, done.Version)); // the version reported earlier stays
+        Assert.Null(await _store.UpdateHoardRequestAsync(_user, "site-b", request, new HoardUpdate(HoardStates.Running, 1, 0, 9, 0, null), _now, Ct));
+        Assert.False(await _store.HasOpenHoardRequestAsync(_user, "site-b", _parcel, Ct));
+
+        // revoking the site ends its token and its open requests
+        var (again, created) = await _store.AddHoardRequestAsync(_user, _parcel, site, 1, _now, Ct);
+        Assert.True(created);
+        Assert.True(await _store.RevokeSiteAsync(_user, "site-b", _now, Ct));
+        Assert.False(await _store.RevokeSiteAsync(_user, "site-b", _now, Ct));
+        Assert.Null(await _store.ResolveSiteTokenAsync(second, Ct));
+        Assert.Empty(await _store.ListSitesAsync(_user, Ct));
+        var requests = await _store.ListHoardRequestsAsync(_user, null, Ct);
+        Assert.Equal([(again.Id, HoardStates.Revoked), (request, HoardStates.Done)], requests.Select(r => (r.Id, r.State)));
+
+        // disabling the user revokes its sites' tokens too
+        var third = SHA256.HashData("hoard3"u8);
+        await _store.CreateSiteTokenAsync(third, _user, "site-c", "c", _now, Ct);
+        Assert.True(await _store.DisableUserAsync("alice", Ct));
+        Assert.Null(await _store.ResolveSiteTokenAsync(third, Ct));
+    }
+
+    [SkippableFact]
     public async Task Blob_holders_are_per_user_and_forgotten_only_when_old()
     {
         var tag = new ChunkTag(new Hash32(RandomNumberGenerator.GetBytes(32)));
@@ -397,7 +451,7 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         var database = await NewDatabaseAsync();
         var servers = Enumerable.Range(0, Servers * CallersPerServer).Select(_ => OpenTracked(database)).ToList();
         await Task.WhenAll(servers.Select(s => Task.Run(() => s.InitializeAsync(Ct))));
-        Assert.Equal(1, await SchemaVersionAsync(servers[0]));
+        Assert.Equal(CurrentSchema, await SchemaVersionAsync(servers[0]));
         var secrets = await Task.WhenAll(servers.Select(s => s.GetServerSecretAsync(Ct)));
         Assert.All(secrets, s => Assert.Equal(secrets[0], s));
         Assert.Equal(32, secrets[0].Length);
@@ -427,6 +481,12 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         await _store.RecordBlobsAsync(bob.Id, tags[..10], _now.AddMinutes(5), Ct);
         await _store.AdvanceCollectionEpochAsync(Ct);
         await _store.AdvanceCollectionEpochAsync(Ct);
+        await _store.CreateSiteTokenAsync(SHA256.HashData("h1"u8), _user, "s1", "one", _now, Ct);
+        await _store.CreateSiteTokenAsync(SHA256.HashData("h2"u8), _user, "s1", "one", _now, Ct); // revokes h1
+        var site = Assert.Single(await _store.ListSitesAsync(_user, Ct));
+        var (request, _) = await _store.AddHoardRequestAsync(_user, _parcel, site, null, _now, Ct);
+        await _store.UpdateHoardRequestAsync(_user, "s1", request.Id, new HoardUpdate(HoardStates.Done, 2, 5, 5, 500, null), _now, Ct);
+        await _store.AddHoardRequestAsync(_user, _parcel, site, 1, _now, Ct);
     }
 
     /// <summary>A snapshot as comparable text (records holding byte arrays compare by reference).</summary>
@@ -434,6 +494,7 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
     {
         s.ServerSecret, s.CollectionEpoch, s.Users, s.Sessions, s.Parcels, s.Versions, s.Locks,
         Holdings = s.Holdings.Select(h => new { Tag = h.Tag.ToString(), h.UserId, h.LastSeen }),
+        s.SiteTokens, s.HoardRequests,
     });
 
     [SkippableFact]
@@ -443,6 +504,7 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         var exported = await _store.ExportAsync(Ct);
         Assert.Equal(3, exported.Locks.Count);
         Assert.Equal(60, exported.Holdings.Count);
+        Assert.Equal((2, 2), (exported.SiteTokens.Count, exported.HoardRequests.Count));
         var target = OpenTracked(await NewDatabaseAsync());
         await target.InitializeAsync(Ct);
         await target.ImportAsync(exported, Ct);
@@ -458,5 +520,11 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         var made = await target.CreateParcelAsync(dave.Id, new NewParcel("d", "did", 4096, 1 << 20, [9], _now), Record("d1", ""), _now, Ct);
         Assert.True((await target.GetParcelAsync(dave.Id, "d", Ct))!.Key > exported.Parcels.Max(p => p.Key));
         Assert.Equal(CommitStatus.Head, made.Status);
+
+        // the site's hoard-only token still works there; request ids continue too
+        var site = (await target.ResolveSiteTokenAsync(SHA256.HashData("h2"u8), Ct))!;
+        Assert.Null(await target.ResolveSiteTokenAsync(SHA256.HashData("h1"u8), Ct));
+        var (next, created) = await target.AddHoardRequestAsync(_user, _parcel, new SiteRecord(site.SiteId, site.SiteName, site.Created), 7, _now, Ct);
+        Assert.True(created && next.Id > exported.HoardRequests.Max(r => r.Request.Id));
     }
 }

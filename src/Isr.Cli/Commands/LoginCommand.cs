@@ -28,6 +28,8 @@ public static class LoginCommand
                 presented => AnsiConsole.Confirm($"The server's certificate fingerprint is\n  {presented}\nTrust it?", defaultValue: false),
                 identity.Id, identity.Name, ct);
             site.SaveLogin(login);
+            // the hoard-only token lets this site's daemon hoard what the user requests from elsewhere (ciphertext only)
+            site.SaveHoardToken(login.HoardToken is { } hoard ? new SiteHoardToken(login.Server, login.Fingerprint, login.User, hoard) : null);
             Cli.Print(parse, new { login.Server, login.User, login.Fingerprint, site = identity },
                 () => AnsiConsole.MarkupLineInterpolated($"logged in to {login.Server} as [bold]{login.User}[/] from site {identity.Name}"));
             return 0;
@@ -36,12 +38,12 @@ public static class LoginCommand
     }
 }
 
-/// <summary>`isr logout`: revoke the session token and forget the login at this site.</summary>
+/// <summary>`isr logout`: revoke the session token and this site's hoard-only token, and forget the login at this site.</summary>
 public static class LogoutCommand
 {
     public static Command Build()
     {
-        var command = new Command("logout", "Revoke this site's session token and forget the login (wrapped keys included)");
+        var command = new Command("logout", "Revoke this site's session and hoard-only tokens and forget the login (wrapped keys included)");
         command.SetAction(async (parse, ct) =>
         {
             var site = Cli.Site();

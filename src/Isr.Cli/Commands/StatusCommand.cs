@@ -9,8 +9,9 @@ namespace Isr.Cli.Commands;
 /// no lock held here, nothing running).</summary>
 public static class StatusCommand
 {
+    /// <param name="Hoard">A hoard the daemon runs (or ran) for a request from another site: ciphertext only, never a reason to stay.</param>
     public sealed record ParcelStatus(string Parcel, bool Running, bool PendingCheckin, bool LocalChanges, bool LockHeldHere, bool SafeToLeave, string Advice,
-        CheckinProgress? BackgroundCheckin = null);
+        CheckinProgress? BackgroundCheckin = null, BackgroundHoard? Hoard = null);
 
     public static Command Build()
     {
@@ -22,8 +23,10 @@ public static class StatusCommand
             var statuses = new List<ParcelStatus>();
             var checkins = (await DaemonClient.SendAsync(site, new DaemonRequest { Op = "checkins" }, null, ct, startIfNeeded: false))?
                 .Deserialize<CheckinProgress[]>(DaemonJson.Options)?.ToDictionary(c => c.Parcel) ?? [];
+            var hoards = (await DaemonClient.SendAsync(site, new DaemonRequest { Op = "hoards" }, null, ct, startIfNeeded: false))?
+                .Deserialize<BackgroundHoard[]>(DaemonJson.Options)?.ToDictionary(h => h.Parcel) ?? [];
             var names = (Directory.Exists(parcelsRoot) ? Directory.EnumerateDirectories(parcelsRoot).Select(Path.GetFileName) : [])
-                .Concat(checkins.Keys).Distinct().Order();
+                .Concat(checkins.Keys).Concat(hoards.Keys).Distinct().Order();
             foreach (var name in names.OfType<string>())
             {
                 if (checkins.TryGetValue(name, out var background) && background.State != "failed")
@@ -48,7 +51,8 @@ public static class StatusCommand
                     : changes ? $"changes not in any version: 'isr resume {name} --cold' or 'isr discard {name}'"
                     : locked ? $"checked in; the lock is still held here: 'isr checkin {name}' releases it"
                     : "checked in: safe to leave";
-                statuses.Add(new ParcelStatus(name, isRunning, pending, changes, locked, !isRunning && !pending && !changes && !locked, advice, background));
+                if (hoards.TryGetValue(name, out var hoard)) advice += $"; {Describe(hoard)}";
+                statuses.Add(new ParcelStatus(name, isRunning, pending, changes, locked, !isRunning && !pending && !changes && !locked, advice, background, hoard));
             }
             Cli.Print(parse, statuses, () =>
             {
@@ -59,4 +63,12 @@ public static class StatusCommand
         });
         return command;
     }
+
+    private static string Describe(BackgroundHoard h) => h.State switch
+    {
+        "running" => $"hoarding version {h.Version} for a request from another site: {h.BlobsDone} of {h.BlobsTotal} blobs fetched ({Cli.Bytes(h.BytesFetched)})" +
+            (h.Error is { } e ? $" — {e}" : ""),
+        "done" => $"hoarded version {h.Version} (requested from another site): the cache holds all of it",
+        _ => $"hoard {h.State}: {h.Error}",
+    };
 }

@@ -9,11 +9,14 @@ namespace Isr.Client.Daemon;
 
 /// <summary>
 /// The one process per site state directory that owns the cache and runs a session per active parcel (NBD server,
-/// QEMU child, transfers). CLI commands connect to its socket; it exits after a quiet period with no sessions.
-/// Keys live only in this process's memory, for as long as a session needs them.
+/// QEMU child, transfers). CLI commands connect to its socket; it exits after a quiet period with no sessions and no
+/// background work (<paramref name="idleTimeout"/> null: never, the site-service mode). Keys live only in this process's
+/// memory, for as long as a session needs them. Meanwhile it hoards what other sites of the user request for this one
+/// (<see cref="HoardAgent"/>), keylessly.
 /// </summary>
-public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<string> log)
+public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action<string> log)
 {
+    private readonly HoardAgent _hoards = new(site, log);
     private readonly Dictionary<string, ParcelSession> _sessions = new();
     private readonly Dictionary<string, BackgroundCheckin> _checkins = new();
     private readonly SemaphoreSlim _gate = new(1, 1);
@@ -29,6 +32,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
         log($"isr daemon {Environment.ProcessId} serving {site.Root}");
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var idleWatch = WatchIdleAsync(stop);
+        var hoarding = _hoards.RunAsync(stop.Token);
         try
         {
             while (!stop.IsCancellationRequested)
@@ -44,6 +48,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
             foreach (var session in _sessions.Values) await session.DisposeAsync();
             foreach (var checkin in _checkins.Values) await checkin.Completion;
             await idleWatch;
+            await hoarding;
         }
     }
 
@@ -52,7 +57,8 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
         while (!stop.IsCancellationRequested)
         {
             try { await Task.Delay(TimeSpan.FromSeconds(1), stop.Token); } catch (OperationCanceledException) { return; }
-            if (_sessions.Count == 0 && _gate.CurrentCount == 1 && !_checkins.Values.Any(c => c.Running) && DateTimeOffset.UtcNow - _lastActivity > idleTimeout)
+            if (idleTimeout is { } idle && _sessions.Count == 0 && _gate.CurrentCount == 1 && !_checkins.Values.Any(c => c.Running) && !_hoards.Busy
+                && DateTimeOffset.UtcNow - _lastActivity > idle)
             {
                 log("idle with no sessions: exiting");
                 stop.Cancel();
@@ -105,6 +111,8 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
                 return _sessions.TryGetValue(Require(request.Parcel), out var running) ? running.Stats() : null;
             case "checkins":
                 lock (_checkins) return _checkins.Values.Select(c => c.Snapshot()).OrderBy(c => c.Parcel).ToArray();
+            case "hoards":
+                return _hoards.Snapshot();
         }
         await _gate.WaitAsync(ct);
         try

@@ -9,7 +9,9 @@ namespace Isr.Client.Homes;
 
 /// <summary>What `isr login` keeps under ISR_HOME: where the server is, its pinned certificate, a revocable session
 /// token and the user's wrapped secrets (ciphertext), so that keys can be unwrapped offline with the password.</summary>
-public sealed record LoginRecord(string Server, string User, string Fingerprint, string Token, byte[] WrappedSecrets, Format.KdfParameters Kdf);
+/// <param name="HoardToken">The site's hoard-only token from this login; kept apart (<see cref="SiteHoardToken"/>), never in the login's file.</param>
+public sealed record LoginRecord(string Server, string User, string Fingerprint, string Token, byte[] WrappedSecrets, Format.KdfParameters Kdf,
+    [property: JsonIgnore] string? HoardToken = null);
 
 /// <summary>An error answer of the server: its HTTP status, its stable code and its message.</summary>
 public sealed class ServerException(HttpStatusCode status, string code, string message, JsonElement? body = null) : Exception(message)

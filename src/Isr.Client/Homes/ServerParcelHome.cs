@@ -3,6 +3,8 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using Isr.Format;
 using Isr.Storage;
+using HoardRequestRecord = Isr.Storage.Metadata.HoardRequestRecord;
+using SiteRecord = Isr.Storage.Metadata.SiteRecord;
 
 namespace Isr.Client.Homes;
 
@@ -126,7 +128,7 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Post, "api/v1/logout", null, ct));
 
     /// <summary>Maps the protocol's error codes to the client's exceptions, so every home fails the same way.</summary>
-    private static async Task<T> Call<T>(Func<Task<T>> call)
+    internal static async Task<T> Call<T>(Func<Task<T>> call)
     {
         try
         {
@@ -138,6 +140,7 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         {
             throw new NotAuthorizedException($"this site's session at the server was revoked or has expired ({e.Message}): run 'isr login' again");
         }
+        catch (ServerException e) when (e.Code == "hoard_only") { throw new NotAuthorizedException(e.Message); }
         catch (ServerException e) when (e.Code == "conflict") { throw new CommitConflictException(e.Message); }
         catch (ServerException e) when (e.Code == "locked")
         {
@@ -176,9 +179,27 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         {
             throw new NotAuthorizedException($"the account {user} is disabled at {url}: {e.Message}");
         }
-        return new LoginRecord(url, user, presented, answer.Token, answer.WrappedSecrets, answer.Kdf);
+        return new LoginRecord(url, user, presented, answer.Token, answer.WrappedSecrets, answer.Kdf, answer.HoardToken);
     }
 
     private sealed record PreloginAnswer(KdfParameters Kdf);
-    private sealed record LoginAnswer(string Token, byte[] WrappedSecrets, KdfParameters Kdf);
+    private sealed record LoginAnswer(string Token, byte[] WrappedSecrets, KdfParameters Kdf, string? HoardToken);
+
+    // ---- hoarding at another site (PROTOCOL.md "Hoarding at another site") ----
+
+    private sealed record HoardAnswer(HoardRequestRecord Request);
+
+    /// <summary>Asks the server that <paramref name="site"/> (a name or id of one of the user's sites) hoard the parcel.</summary>
+    public async ValueTask<HoardRequestRecord> RequestHoardAsync(string parcel, string site, long? version, CancellationToken ct) =>
+        (await Call(() => _server.SendJsonAsync<HoardAnswer>(HttpMethod.Post, "api/v1/hoard/requests", new { parcel, site, version }, ct))).Request;
+
+    public async ValueTask<IReadOnlyList<HoardRequestRecord>> ListHoardRequestsAsync(CancellationToken ct) =>
+        await Call(() => _server.SendJsonAsync<List<HoardRequestRecord>>(HttpMethod.Get, "api/v1/hoard/requests", null, ct));
+
+    public async ValueTask<IReadOnlyList<SiteRecord>> ListSitesAsync(CancellationToken ct) =>
+        await Call(() => _server.SendJsonAsync<List<SiteRecord>>(HttpMethod.Get, "api/v1/sites", null, ct));
+
+    /// <summary>Revokes the hoard-only token of the user's site named (or identified by) <paramref name="site"/>.</summary>
+    public async ValueTask RevokeSiteAsync(string site, CancellationToken ct) =>
+        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Delete, $"api/v1/sites/{Uri.EscapeDataString(site)}", null, ct));
 }

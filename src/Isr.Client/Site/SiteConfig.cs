@@ -5,7 +5,7 @@ namespace Isr.Client.Site;
 
 /// <summary>
 /// Site policy, from ISR_HOME/config.json (written by the site's administrator or user; every field optional):
-/// <code>{"cacheLimit": "20G", "wipeAfterCheckin": true, "wipeCache": true}</code>
+/// <code>{"cacheLimit": "20G", "wipeAfterCheckin": true, "wipeCache": true, "hoardBwlimit": "2M", "hoardPollSeconds": 30}</code>
 /// ISR_CACHE_LIMIT overrides <c>cacheLimit</c>.
 /// </summary>
 public sealed record SiteConfig
@@ -16,8 +16,12 @@ public sealed record SiteConfig
     public bool WipeAfterCheckin { get; init; }
     /// <summary>With <see cref="WipeAfterCheckin"/>: also drop the parcel's ciphertext from the cache.</summary>
     public bool WipeCache { get; init; }
+    /// <summary>Download rate (bytes/s) of the daemon's background hoards requested from other sites (null: unlimited).</summary>
+    public double? HoardBytesPerSecond { get; init; }
+    /// <summary>How often the daemon asks the server for hoard requests when all is well (errors back off from there).</summary>
+    public TimeSpan HoardPoll { get; init; } = TimeSpan.FromSeconds(30);
 
-    private sealed record FileForm(string? CacheLimit, bool? WipeAfterCheckin, bool? WipeCache);
+    private sealed record FileForm(string? CacheLimit, bool? WipeAfterCheckin, bool? WipeCache, string? HoardBwlimit, double? HoardPollSeconds);
 
     public static SiteConfig Load(string root)
     {
@@ -25,13 +29,15 @@ public sealed record SiteConfig
         var form = File.Exists(file)
             ? JsonSerializer.Deserialize<FileForm>(File.ReadAllBytes(file), new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.CamelCase })
               ?? throw new FormatException($"{file} is empty")
-            : new FileForm(null, null, null);
+            : new FileForm(null, null, null, null, null);
         var limit = Environment.GetEnvironmentVariable("ISR_CACHE_LIMIT") is { Length: > 0 } env ? env : form.CacheLimit;
         return new SiteConfig
         {
             CacheLimitBytes = limit is null ? null : ParseSize(limit),
             WipeAfterCheckin = form.WipeAfterCheckin ?? false,
             WipeCache = form.WipeCache ?? false,
+            HoardBytesPerSecond = form.HoardBwlimit is { } rate ? Transfer.TokenBucket.ParseRate(rate) : null,
+            HoardPoll = form.HoardPollSeconds is > 0 and var seconds ? TimeSpan.FromSeconds(seconds) : TimeSpan.FromSeconds(30),
         };
     }
 

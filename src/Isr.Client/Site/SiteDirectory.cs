@@ -72,10 +72,23 @@ public sealed class SiteDirectory
 
     public Homes.LoginRecord? Login => File.Exists(LoginFile) ? JsonSerializer.Deserialize<Homes.LoginRecord>(File.ReadAllBytes(LoginFile), Json) : null;
 
+    /// <summary>Keeps the login; forgetting it (null) forgets the site's hoard-only token too.</summary>
     public void SaveLogin(Homes.LoginRecord? login)
     {
-        if (login is null) File.Delete(LoginFile);
+        if (login is null) { File.Delete(LoginFile); SaveHoardToken(null); }
         else Durable.WriteFileAtomically(LoginFile, JsonSerializer.SerializeToUtf8Bytes(login, Json));
+    }
+
+    private string HoardTokenFile => Path.Combine(Root, "hoard-token.json");
+
+    /// <summary>The site's hoard-only token (from the last login), which the site daemon hoards with; no user key in it.</summary>
+    public Homes.SiteHoardToken? HoardToken =>
+        File.Exists(HoardTokenFile) ? JsonSerializer.Deserialize<Homes.SiteHoardToken>(File.ReadAllBytes(HoardTokenFile), Json) : null;
+
+    public void SaveHoardToken(Homes.SiteHoardToken? token)
+    {
+        if (token is null) File.Delete(HoardTokenFile);
+        else Durable.WriteFileAtomically(HoardTokenFile, JsonSerializer.SerializeToUtf8Bytes(token, Json));
     }
 
     public string PendingCommitPath(string parcel) => Path.Combine(ParcelDirectory(parcel), "pending-commit.json");

@@ -35,15 +35,24 @@ internal static class AccountEndpoints
             var now = clock.GetUtcNow();
             await metadata.CreateSessionAsync(Sessions.Hash(token), user.Id, request.SiteId ?? "", request.SiteName ?? "", now,
                 now + options.Value.SessionLifetime, ct);
-            return Results.Json(new LoginResponse(token, user.Name, user.WrappedSecrets, user.Kdf), ApiJson.Options);
+            // a site that says who it is also gets a hoard-only token (its earlier one is revoked)
+            string? hoardToken = null;
+            if (request.SiteId is { Length: > 0 and <= 200 } siteId)
+            {
+                hoardToken = Sessions.NewToken();
+                await metadata.CreateSiteTokenAsync(Sessions.Hash(hoardToken), user.Id, siteId, request.SiteName ?? "", now, ct);
+            }
+            return Results.Json(new LoginResponse(token, user.Name, user.WrappedSecrets, user.Kdf, hoardToken), ApiJson.Options);
         });
     }
 
     public static void MapAuthenticated(RouteGroupBuilder api)
     {
-        api.MapPost("/logout", async (HttpContext http, IMetadataStore metadata, CancellationToken ct) =>
+        api.MapPost("/logout", async (HttpContext http, IMetadataStore metadata, TimeProvider clock, CancellationToken ct) =>
         {
             await metadata.RevokeSessionAsync(Sessions.Hash(Sessions.BearerToken(http.Request)!), ct);
+            var session = http.Session();
+            if (session.SiteId.Length > 0) await metadata.RevokeSiteAsync(session.UserId, session.SiteId, clock.GetUtcNow(), ct);
             return Results.NoContent();
         });
 

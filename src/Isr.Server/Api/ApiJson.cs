@@ -37,7 +37,8 @@ public static class ApiJson
 public sealed record PreloginRequest(string User);
 public sealed record PreloginResponse(KdfParameters Kdf);
 public sealed record LoginRequest(string User, byte[] AuthSecret, string? SiteId = null, string? SiteName = null);
-public sealed record LoginResponse(string Token, string User, byte[] WrappedSecrets, KdfParameters Kdf);
+public sealed record LoginResponse(string Token, string User, byte[] WrappedSecrets, KdfParameters Kdf,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? HoardToken);
 public sealed record ChangePasswordRequest(byte[] AuthSecret, byte[] NewAuthSecret, KdfParameters Kdf, byte[] WrappedSecrets);
 public sealed record RecoveryResponse(byte[] WrappedSecrets);
 
@@ -55,3 +56,9 @@ public sealed record CommitResponse(VersionRecord Version, bool Side,
 public sealed record LockRequest(string SiteId, string? SiteName = null);
 public sealed record LockResponse(string Token, LockInfo Lock);
 public sealed record UploadResponse(int Stored, int Existing);
+public sealed record HoardRequestBody(string Parcel, string Site, long? Version = null);
+public sealed record HoardRequestResponse(HoardRequestRecord Request);
+public sealed record HoardReport(string State, long BlobsDone, long BlobsTotal, long BytesDone, long? Version = null, string? Error = null)
+{
+    public HoardUpdate ToUpdate() => new(State, Version, BlobsDone, BlobsTotal, BytesDone, Error);
+}

@@ -45,13 +45,13 @@ internal static class ParcelEndpoints
             var record = await ResolveAsync(http, name, ct);
             var summary = await metadata.GetParcelSummaryAsync(record.Key, ct) ?? throw ApiException.NotFound($"no parcel named '{name}'");
             return Results.Json(new ParcelEntry(ParcelInfoDto.From(summary.Parcel), summary.Head, summary.Lock), ApiJson.Options);
-        });
+        }).AllowHoardToken();
 
         parcel.MapGet("/versions", async (HttpContext http, string name, IMetadataStore metadata, CancellationToken ct) =>
         {
             var record = await ResolveAsync(http, name, ct);
             return Results.Json(await metadata.ListVersionsAsync(record.Key, ct), ApiJson.Options);
-        });
+        }).AllowHoardToken();
 
         parcel.MapPost("/versions", (HttpContext http, string name, IMetadataStore metadata, CommitChecker checker, TimeProvider clock, CancellationToken ct) =>
             CommitAsync(http, name, metadata, checker, clock, rollback: false, ct));
@@ -138,11 +138,20 @@ internal static class ParcelEndpoints
             throw new ApiException(409, "conflict", $"the version references {missing.Count} blobs the server does not hold") { Missing = missing.Select(t => t.ToString()).ToList() };
     }
 
-    /// <summary>The caller's parcel of this name (404 otherwise); refreshes the lock's lastContact if a lock token is sent.</summary>
+    /// <summary>The caller's parcel of this name (404 otherwise); refreshes the lock's lastContact if a lock token is sent.
+    /// A hoard-only token gets only the parcels with an open hoard request for its site (403 otherwise).</summary>
     private static async Task<ParcelRecord> ResolveAsync(HttpContext http, string name, CancellationToken ct, bool touchLock = true)
     {
         var metadata = http.RequestServices.GetRequiredService<IMetadataStore>();
-        var record = await metadata.GetParcelAsync(http.Session().UserId, name, ct) ?? throw ApiException.NotFound($"no parcel named '{name}'");
+        var session = http.Session();
+        var record = await metadata.GetParcelAsync(session.UserId, name, ct) ?? throw ApiException.NotFound($"no parcel named '{name}'");
+        if (session.HoardOnly)
+        {
+            // what a site's hoard-only token may read: the parcels requested for that site, while the request is open
+            if (!await metadata.HasOpenHoardRequestAsync(session.UserId, session.SiteId, record.Key, ct))
+                throw Sessions.HoardOnly($"no open hoard request of this site names parcel '{name}'");
+            return record;
+        }
         if (touchLock && LockToken(http) is { } token)
             await metadata.TouchLockAsync(record.Key, token, http.RequestServices.GetRequiredService<TimeProvider>().GetUtcNow(), ct);
         return record;

@@ -23,20 +23,40 @@ public static class Sessions
             ? header[prefix.Length..].Trim() : null;
     }
 
-    /// <summary>Endpoint filter: resolves the bearer token to a live session of an enabled user, else 401/403.</summary>
+    /// <summary>Endpoint filter: resolves the bearer token to a live session (or a site's hoard-only token, only for the
+    /// endpoints that allow it) of an enabled user, else 401/403.</summary>
     public static async ValueTask<object?> RequireSession(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
         var http = context.HttpContext;
         var token = BearerToken(http.Request) ?? throw ApiException.Unauthorized("no session token: log in");
         var metadata = http.RequestServices.GetRequiredService<IMetadataStore>();
         var clock = http.RequestServices.GetRequiredService<TimeProvider>();
-        var session = await metadata.ResolveSessionAsync(Hash(token), clock.GetUtcNow(), http.RequestAborted)
+        var hash = Hash(token);
+        var session = await metadata.ResolveSessionAsync(hash, clock.GetUtcNow(), http.RequestAborted)
+            ?? await metadata.ResolveSiteTokenAsync(hash, http.RequestAborted)
             ?? throw ApiException.Unauthorized("the session token is unknown, expired or revoked: log in again");
         if (session.UserDisabled) throw new ApiException(403, "user_disabled", "the account is disabled");
+        if (session.HoardOnly && http.GetEndpoint()?.Metadata.GetMetadata<HoardTokenAllowed>() is null)
+            throw HoardOnly($"{http.Request.Method} {http.Request.Path} is not among them");
         http.Items[ItemKey] = session;
         return await next(context);
     }
 
     public static SessionRecord Session(this HttpContext http) =>
         http.Items[ItemKey] as SessionRecord ?? throw ApiException.Unauthorized();
+
+    /// <summary>403 for a hoard-only token that asks for more than hoarding.</summary>
+    public static ApiException HoardOnly(string why) => new(403, "hoard_only",
+        "this is a site's hoard-only token: it may list the site's hoard requests, read the versions of the parcels requested for it and " +
+        $"download blobs, nothing else (no commit, lock or account change); {why}");
+
+    /// <summary>Marks endpoints a hoard-only token may call (the filter refuses it everywhere else).</summary>
+    public static TBuilder AllowHoardToken<TBuilder>(this TBuilder builder) where TBuilder : IEndpointConventionBuilder =>
+        builder.WithMetadata(HoardTokenAllowed.Instance);
+}
+
+/// <summary>Endpoint metadata: see <see cref="Sessions.AllowHoardToken{TBuilder}"/>.</summary>
+public sealed class HoardTokenAllowed
+{
+    public static readonly HoardTokenAllowed Instance = new();
 }

@@ -44,6 +44,29 @@ public interface IMetadataStore : IMetadataTransfer, IDisposable
     Task<SessionRecord?> ResolveSessionAsync(byte[] tokenHash, DateTimeOffset now, CancellationToken ct);
     Task RevokeSessionAsync(byte[] tokenHash, CancellationToken ct);
 
+    // ---- hoard-only site tokens and hoard requests (PROTOCOL.md "Hoarding at another site") ----
+
+    /// <summary>Issues a hoard-only token to the user's site (only its SHA-256 is stored); the site's earlier live tokens
+    /// are revoked, so a site holds one.</summary>
+    Task CreateSiteTokenAsync(byte[] tokenHash, long userId, string siteId, string siteName, DateTimeOffset now, CancellationToken ct);
+    /// <summary>The live hoard-only token of this hash (<see cref="SessionRecord.HoardOnly"/> set, no expiry), or null.</summary>
+    Task<SessionRecord?> ResolveSiteTokenAsync(byte[] tokenHash, CancellationToken ct);
+    /// <summary>The user's sites holding a live hoard-only token, by name.</summary>
+    Task<IReadOnlyList<SiteRecord>> ListSitesAsync(long userId, CancellationToken ct);
+    /// <summary>Revokes the hoard-only token of the user's site whose id is <paramref name="siteId"/>; its open requests end
+    /// as <see cref="HoardStates.Revoked"/>. False if the site held no live token.</summary>
+    Task<bool> RevokeSiteAsync(long userId, string siteId, DateTimeOffset now, CancellationToken ct);
+    /// <summary>Records a request that the site hoard the parcel (<paramref name="version"/> null: the head when the site
+    /// starts). An open request of the same parcel for the same site is returned instead (Created false).</summary>
+    Task<(HoardRequestRecord Request, bool Created)> AddHoardRequestAsync(long userId, long parcelKey, SiteRecord site, long? version,
+        DateTimeOffset now, CancellationToken ct);
+    /// <summary>The user's requests, newest first; with <paramref name="siteId"/>, only that site's.</summary>
+    Task<IReadOnlyList<HoardRequestRecord>> ListHoardRequestsAsync(long userId, string? siteId, CancellationToken ct);
+    /// <summary>A site's report on its open request; null if the request is not an open one of this user's site.</summary>
+    Task<HoardRequestRecord?> UpdateHoardRequestAsync(long userId, string siteId, long id, HoardUpdate update, DateTimeOffset now, CancellationToken ct);
+    /// <summary>Whether the site has an open request for the parcel (what a hoard-only token may read).</summary>
+    Task<bool> HasOpenHoardRequestAsync(long userId, string siteId, long parcelKey, CancellationToken ct);
+
     // ---- parcels (names are unique per owner) ----
 
     /// <summary>Creates the parcel with <paramref name="first"/> as version 1 (head). If the name exists and its versions
@@ -135,8 +158,28 @@ public sealed record NewUser(string Name, byte[] Verifier, KdfParameters Kdf, by
 public sealed record UserRecord(long Id, string Name, byte[] Verifier, KdfParameters Kdf, byte[] WrappedSecrets,
     byte[] RecoveryWrappedSecrets, bool Disabled, DateTimeOffset Created);
 
+/// <param name="HoardOnly">A site's hoard-only token, not a login session: it may list the site's hoard requests, read
+/// the requested parcels' versions and download blobs, nothing else.</param>
 public sealed record SessionRecord(long UserId, string UserName, bool UserDisabled, string SiteId, string SiteName,
-    DateTimeOffset Created, DateTimeOffset Expires);
+    DateTimeOffset Created, DateTimeOffset Expires, bool HoardOnly = false);
+
+/// <summary>A site of a user that holds a live hoard-only token.</summary>
+public sealed record SiteRecord(string SiteId, string SiteName, DateTimeOffset Created);
+
+/// <summary>A request that a site hoard a parcel, with the site's last report.</summary>
+public sealed record HoardRequestRecord(long Id, string Parcel, string SiteId, string SiteName, long? Version, string State,
+    long BlobsDone, long BlobsTotal, long BytesDone, string? Error, DateTimeOffset Created, DateTimeOffset Updated);
+
+/// <summary>A site's report: <see cref="HoardStates.Running"/> with progress, or an end state.</summary>
+public sealed record HoardUpdate(string State, long? Version, long BlobsDone, long BlobsTotal, long BytesDone, string? Error);
+
+public static class HoardStates
+{
+    public const string Pending = "pending", Running = "running", Done = "done", Failed = "failed", Revoked = "revoked";
+    /// <summary>States a site may report.</summary>
+    public static readonly IReadOnlySet<string> Reportable = new HashSet<string> { Running, Done, Failed };
+    public static bool IsOpen(string state) => state is Pending or Running;
+}
 
 public sealed record NewParcel(string Name, string Id, int ChunkSize, long DiskSize, byte[] WrappedKey, DateTimeOffset Created);
 

@@ -4,7 +4,7 @@ namespace Isr.Storage.Metadata;
 
 /// <summary>
 /// Moving a whole deployment between engines (<c>isr-server migrate</c>): every row, with its identity kept — user
-/// ids, parcel keys, version numbers, MACs, lock tokens and states, session hashes, blob holdings, the server secret
+/// ids, parcel keys, version numbers, MACs, lock tokens and states, session and hoard-only token hashes, hoard requests, blob holdings, the server secret
 /// and the collection epoch — so that sites, lock holders and logged-in clients carry on as if nothing happened.
 /// Meant for a deployment whose servers are stopped.
 /// </summary>
@@ -26,7 +26,14 @@ public sealed record MetadataSnapshot(
     IReadOnlyList<ParcelRecord> Parcels,
     IReadOnlyList<VersionRow> Versions,
     IReadOnlyList<LockRow> Locks,
-    IReadOnlyList<BlobHolding> Holdings);
+    IReadOnlyList<BlobHolding> Holdings,
+    IReadOnlyList<SiteTokenRow> SiteTokens,
+    IReadOnlyList<HoardRequestRow> HoardRequests);
+
+/// <summary>A hoard-only token of a user's site, live or revoked.</summary>
+public sealed record SiteTokenRow(byte[] TokenHash, long UserId, string SiteId, string SiteName, DateTimeOffset Created, bool Revoked);
+
+public sealed record HoardRequestRow(long UserId, long ParcelKey, HoardRequestRecord Request);
 
 public sealed record SessionRow(byte[] TokenHash, long UserId, string SiteId, string SiteName, DateTimeOffset Created,
     DateTimeOffset Expires, bool Revoked);

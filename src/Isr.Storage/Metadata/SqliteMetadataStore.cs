@@ -159,6 +159,27 @@ public sealed class SqliteMetadataStore : IMetadataStore
             last_seen INTEGER NOT NULL,
             PRIMARY KEY (tag, user_id)) WITHOUT ROWID;
         """,
+        // 2: hoard — hoard-only site tokens and hoard requests
+        """
+        CREATE TABLE site_tokens (
+            token_hash BLOB PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            site_id TEXT NOT NULL, site_name TEXT NOT NULL,
+            created INTEGER NOT NULL,
+            revoked INTEGER NOT NULL DEFAULT 0);
+        CREATE INDEX site_tokens_site ON site_tokens (user_id, site_id);
+        CREATE TABLE hoard_requests (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            parcel_key INTEGER NOT NULL REFERENCES parcels(key),
+            site_id TEXT NOT NULL, site_name TEXT NOT NULL,
+            version INTEGER,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed', 'revoked')),
+            blobs_done INTEGER NOT NULL DEFAULT 0, blobs_total INTEGER NOT NULL DEFAULT 0, bytes_done INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            created INTEGER NOT NULL, updated INTEGER NOT NULL);
+        CREATE INDEX hoard_requests_site ON hoard_requests (user_id, site_id);
+        """,
     ];
 
     public async Task InitializeAsync(CancellationToken ct)
@@ -236,6 +257,7 @@ public sealed class SqliteMetadataStore : IMetadataStore
         if (await db.ScalarAsync("SELECT id FROM users WHERE name = $n", ("$n", name)) is not long id) return false;
         await db.ExecAsync("UPDATE users SET disabled = 1 WHERE id = $id", ("$id", id));
         await db.ExecAsync("UPDATE sessions SET revoked = 1 WHERE user_id = $id", ("$id", id));
+        await db.ExecAsync("UPDATE site_tokens SET revoked = 1 WHERE user_id = $id", ("$id", id));
         return true;
     }, ct);
 
@@ -267,6 +289,91 @@ public sealed class SqliteMetadataStore : IMetadataStore
 
     public Task RevokeSessionAsync(byte[] tokenHash, CancellationToken ct) =>
         WriteAsync(db => db.ExecAsync("UPDATE sessions SET revoked = 1 WHERE token_hash = $t", ("$t", tokenHash)), ct);
+
+    // ------------------------------------------------------------------ hoard-only site tokens and hoard requests
+
+    public Task CreateSiteTokenAsync(byte[] tokenHash, long userId, string siteId, string siteName, DateTimeOffset now, CancellationToken ct) =>
+        WriteAsync(async db =>
+        {
+            await db.ExecAsync("UPDATE site_tokens SET revoked = 1 WHERE user_id = $u AND site_id = $si", ("$u", userId), ("$si", siteId));
+            return await db.ExecAsync("INSERT INTO site_tokens (token_hash, user_id, site_id, site_name, created) VALUES ($t, $u, $si, $sn, $c)",
+                ("$t", tokenHash), ("$u", userId), ("$si", siteId), ("$sn", siteName), ("$c", Ms(now)));
+        }, ct);
+
+    public Task<SessionRecord?> ResolveSiteTokenAsync(byte[] tokenHash, CancellationToken ct) =>
+        ReadAsync(db => db.SingleAsync(
+            """
+            SELECT t.user_id, u.name, u.disabled, t.site_id, t.site_name, t.created
+            FROM site_tokens t JOIN users u ON u.id = t.user_id
+            WHERE t.token_hash = $t AND t.revoked = 0
+            """,
+            r => new SessionRecord(r.GetInt64(0), r.GetString(1), r.GetInt64(2) != 0, r.GetString(3), r.GetString(4), Time(r.GetInt64(5)),
+                DateTimeOffset.MaxValue, HoardOnly: true),
+            ("$t", tokenHash)), ct);
+
+    public async Task<IReadOnlyList<SiteRecord>> ListSitesAsync(long userId, CancellationToken ct) =>
+        await ReadAsync(db => db.QueryAsync(
+            "SELECT site_id, site_name, created FROM site_tokens WHERE user_id = $u AND revoked = 0 ORDER BY site_name, site_id",
+            r => new SiteRecord(r.GetString(0), r.GetString(1), Time(r.GetInt64(2))), ("$u", userId)), ct);
+
+    public Task<bool> RevokeSiteAsync(long userId, string siteId, DateTimeOffset now, CancellationToken ct) => WriteAsync(async db =>
+    {
+        int revoked = await db.ExecAsync("UPDATE site_tokens SET revoked = 1 WHERE user_id = $u AND site_id = $si AND revoked = 0",
+            ("$u", userId), ("$si", siteId));
+        await db.ExecAsync(
+            "UPDATE hoard_requests SET state = 'revoked', updated = $now WHERE user_id = $u AND site_id = $si AND state IN ('pending', 'running')",
+            ("$u", userId), ("$si", siteId), ("$now", Ms(now)));
+        return revoked > 0;
+    }, ct);
+
+    private const string HoardColumns =
+        "h.id, p.name, h.site_id, h.site_name, h.version, h.state, h.blobs_done, h.blobs_total, h.bytes_done, h.error, h.created, h.updated";
+    private const string HoardFrom = "hoard_requests h JOIN parcels p ON p.key = h.parcel_key";
+
+    private static HoardRequestRecord ReadHoard(SqliteDataReader r) => new(r.GetInt64(0), r.GetString(1), r.GetString(2), r.GetString(3),
+        r.IsDBNull(4) ? null : r.GetInt64(4), r.GetString(5), r.GetInt64(6), r.GetInt64(7), r.GetInt64(8), r.IsDBNull(9) ? null : r.GetString(9),
+        Time(r.GetInt64(10)), Time(r.GetInt64(11)));
+
+    public Task<(HoardRequestRecord Request, bool Created)> AddHoardRequestAsync(long userId, long parcelKey, SiteRecord site, long? version,
+        DateTimeOffset now, CancellationToken ct) => WriteAsync(async db =>
+    {
+        var open = await db.SingleAsync(
+            $"SELECT {HoardColumns} FROM {HoardFrom} WHERE h.user_id = $u AND h.parcel_key = $k AND h.site_id = $si " +
+            "AND h.state IN ('pending', 'running') AND h.version IS $v",
+            ReadHoard, ("$u", userId), ("$k", parcelKey), ("$si", site.SiteId), ("$v", version));
+        if (open is not null) return (open, false);
+        var id = Convert.ToInt64(await db.ScalarAsync(
+            """
+            INSERT INTO hoard_requests (user_id, parcel_key, site_id, site_name, version, state, created, updated)
+            VALUES ($u, $k, $si, $sn, $v, 'pending', $now, $now) RETURNING id
+            """,
+            ("$u", userId), ("$k", parcelKey), ("$si", site.SiteId), ("$sn", site.SiteName), ("$v", version), ("$now", Ms(now))));
+        return ((await db.SingleAsync($"SELECT {HoardColumns} FROM {HoardFrom} WHERE h.id = $id", ReadHoard, ("$id", id)))!, true);
+    }, ct);
+
+    public async Task<IReadOnlyList<HoardRequestRecord>> ListHoardRequestsAsync(long userId, string? siteId, CancellationToken ct) =>
+        await ReadAsync(db => db.QueryAsync(
+            $"SELECT {HoardColumns} FROM {HoardFrom} WHERE h.user_id = $u AND ($si IS NULL OR h.site_id = $si) ORDER BY h.id DESC",
+            ReadHoard, ("$u", userId), ("$si", siteId)), ct);
+
+    public Task<HoardRequestRecord?> UpdateHoardRequestAsync(long userId, string siteId, long id, HoardUpdate update, DateTimeOffset now,
+        CancellationToken ct) => WriteAsync(async db =>
+    {
+        int changed = await db.ExecAsync(
+            """
+            UPDATE hoard_requests SET state = $st, version = coalesce($v, version), blobs_done = $bd, blobs_total = $bt, bytes_done = $by,
+                error = $e, updated = $now
+            WHERE id = $id AND user_id = $u AND site_id = $si AND state IN ('pending', 'running')
+            """,
+            ("$st", update.State), ("$v", update.Version), ("$bd", update.BlobsDone), ("$bt", update.BlobsTotal), ("$by", update.BytesDone),
+            ("$e", update.Error), ("$now", Ms(now)), ("$id", id), ("$u", userId), ("$si", siteId));
+        return changed == 0 ? null : await db.SingleAsync($"SELECT {HoardColumns} FROM {HoardFrom} WHERE h.id = $id", ReadHoard, ("$id", id));
+    }, ct);
+
+    public Task<bool> HasOpenHoardRequestAsync(long userId, string siteId, long parcelKey, CancellationToken ct) =>
+        ReadAsync(async db => await db.ScalarAsync(
+            "SELECT 1 FROM hoard_requests WHERE user_id = $u AND site_id = $si AND parcel_key = $k AND state IN ('pending', 'running')",
+            ("$u", userId), ("$si", siteId), ("$k", parcelKey)) is not null, ct);
 
     // ------------------------------------------------------------------ parcels
 
@@ -583,7 +690,11 @@ public sealed class SqliteMetadataStore : IMetadataStore
             r => new LockRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetString(3), r.GetString(4), Time(r.GetInt64(5)), Time(r.GetInt64(6)),
                 LockStates.Parse(r.GetString(7)))),
         await db.QueryAsync("SELECT tag, user_id, last_seen FROM blob_holders ORDER BY tag, user_id",
-            r => new BlobHolding(new ChunkTag(new Hash32((byte[])r[0])), r.GetInt64(1), Time(r.GetInt64(2))))), ct);
+            r => new BlobHolding(new ChunkTag(new Hash32((byte[])r[0])), r.GetInt64(1), Time(r.GetInt64(2)))),
+        await db.QueryAsync("SELECT token_hash, user_id, site_id, site_name, created, revoked FROM site_tokens ORDER BY token_hash",
+            r => new SiteTokenRow((byte[])r[0], r.GetInt64(1), r.GetString(2), r.GetString(3), Time(r.GetInt64(4)), r.GetInt64(5) != 0)),
+        await db.QueryAsync($"SELECT {HoardColumns}, h.user_id, h.parcel_key FROM {HoardFrom} ORDER BY h.id",
+            r => new HoardRequestRow(r.GetInt64(12), r.GetInt64(13), ReadHoard(r)))), ct);
 
     public Task ImportAsync(MetadataSnapshot snapshot, CancellationToken ct) => WriteAsync(async db =>
     {
@@ -626,6 +737,17 @@ public sealed class SqliteMetadataStore : IMetadataStore
             (tag.Value, user.Value, seen.Value) = (TagBytes(h.Tag), h.UserId, Ms(h.LastSeen));
             await holding.ExecuteNonQueryAsync(db.Ct);
         }
+        foreach (var t in snapshot.SiteTokens)
+            await db.ExecAsync("INSERT INTO site_tokens (token_hash, user_id, site_id, site_name, created, revoked) VALUES ($t, $u, $si, $sn, $c, $r)",
+                ("$t", t.TokenHash), ("$u", t.UserId), ("$si", t.SiteId), ("$sn", t.SiteName), ("$c", Ms(t.Created)), ("$r", t.Revoked ? 1 : 0));
+        foreach (var (owner, parcel, h) in snapshot.HoardRequests)
+            await db.ExecAsync(
+                """
+                INSERT INTO hoard_requests (id, user_id, parcel_key, site_id, site_name, version, state, blobs_done, blobs_total, bytes_done, error, created, updated)
+                VALUES ($id, $u, $k, $si, $sn, $v, $st, $bd, $bt, $by, $e, $c, $up)
+                """,
+                ("$id", h.Id), ("$u", owner), ("$k", parcel), ("$si", h.SiteId), ("$sn", h.SiteName), ("$v", h.Version), ("$st", h.State),
+                ("$bd", h.BlobsDone), ("$bt", h.BlobsTotal), ("$by", h.BytesDone), ("$e", h.Error), ("$c", Ms(h.Created)), ("$up", Ms(h.Updated)));
         return 0;
     }, ct);
 }
