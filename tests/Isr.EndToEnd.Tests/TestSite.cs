@@ -65,6 +65,25 @@ public sealed class TestSite : IAsyncDisposable
         return json;
     }
 
+    /// <summary>SIGKILL of this site's daemon (by the PID it reports), as a crash would end it; its QEMUs live on.</summary>
+    public async Task KillDaemonAsync()
+    {
+        var ping = await DaemonClient.SendAsync(new SiteDirectory(Home), new DaemonRequest { Op = "ping" }, null, CancellationToken.None,
+            startIfNeeded: false, recover: false) ?? throw new InvalidOperationException("no site daemon runs");
+        using var daemon = Process.GetProcessById(ping.GetProperty("pid").GetInt32());
+        daemon.Kill();
+        Assert.True(daemon.WaitForExit(10_000), "the site daemon did not die");
+    }
+
+    /// <summary>The process has exited (gone, or a zombie nobody reaped yet).</summary>
+    public static bool ProcessGone(int pid)
+    {
+        var stat = $"/proc/{pid}/stat";
+        if (!File.Exists(stat)) return true;
+        try { var text = File.ReadAllText(stat); return text[(text.LastIndexOf(')') + 2)] is 'Z' or 'X'; }
+        catch (IOException) { return true; }
+    }
+
     /// <summary>`isr login` to the test server, pinning its certificate.</summary>
     public Task<string> LoginAsync(TestServer server) =>
         IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
@@ -81,7 +100,8 @@ public sealed class TestSite : IAsyncDisposable
         {
             try
             {
-                var ping = await DaemonClient.SendAsync(new SiteDirectory(Home), new DaemonRequest { Op = "ping" }, null, CancellationToken.None, startIfNeeded: false);
+                var ping = await DaemonClient.SendAsync(new SiteDirectory(Home), new DaemonRequest { Op = "ping" }, null, CancellationToken.None,
+                    startIfNeeded: false, recover: false);
                 if (ping is { } p) Kill(p.GetProperty("pid").GetInt32());
             }
             catch (Exception e) when (e is IOException or DaemonException or System.Net.Sockets.SocketException) { }

@@ -98,6 +98,7 @@ public sealed class ParcelSession : IAsyncDisposable
     public static async Task<ParcelSession> ResumeAsync(OpenedParcel parcel, SiteDirectory site, ResumeOptions options,
         IProgress<string>? progress, CancellationToken ct, Lookaside.LookasideChain? lookaside = null, PendingCommit? fromPending = null)
     {
+        Checkin.FinishJournalRebase(site, parcel.Name, parcel.Keys);
         if (fromPending is not null) ContinueFromPending(site, parcel, fromPending);
         long started = Stopwatch.GetTimestamp();
         // A running guest never gives up on the home: it pauses until the data arrives.
@@ -120,9 +121,11 @@ public sealed class ParcelSession : IAsyncDisposable
         if (journal.Replayed.Count > 0 && version.HasMemoryImage && !options.Cold)
         {
             journal.Dispose();
+            var why = site.ReadLocal(parcel.Name)?.Interrupted ?? "the VM stopped without a suspend";
             throw new InvalidOperationException(
                 $"parcel '{parcel.Name}' has {journal.Replayed.Count} changed chunks at this site that are not in version {version.Number} " +
-                "(the VM stopped without a suspend); its memory image no longer matches the disk. Use 'isr resume --cold' to boot with those changes, or 'isr discard' to drop them.");
+                $"({why}); its memory image no longer matches the disk. Use 'isr resume --cold' to boot with those changes; " +
+                SiteRecovery.KeepOrDiscard(parcel.Name) + ".");
         }
         var disk = new ParcelDisk(version, parcel.Keys, parcel.Codec, fetcher, journal);
         var session = new ParcelSession(parcel, site, fetcher, disk, version, ChunkTag.Parse(version.DescriptorTag)) { _cold = cold };
@@ -143,6 +146,7 @@ public sealed class ParcelSession : IAsyncDisposable
             };
             progress?.Report(cold ? "booting from the disk" : $"loading the memory image ({version.MemoryBytes / 1e6:F1} MB)");
             session._vm = await QemuVm.StartAsync(descriptor, siteOptions, incoming: !cold, ct);
+            QemuRecord.Save(site, parcel.Name, session._vm.ProcessId, session.QmpSocket);
             session._vm.EventReceived += session.OnVmEvent;
             session._vm.ProcessExited += session.OnVmExited;
             if (!cold)
@@ -157,7 +161,7 @@ public sealed class ParcelSession : IAsyncDisposable
             session._transfers.StartBackground();
             var elapsed = options.CommandStarted is { } t ? DateTimeOffset.UtcNow - t : Stopwatch.GetElapsedTime(started);
             session._resumeSeconds = elapsed.TotalSeconds;
-            site.UpdateLocal(parcel.Name, s => s with { LastResumeSeconds = elapsed.TotalSeconds, LastResumed = DateTimeOffset.UtcNow, LastSeenHead = parcel.Head.Number });
+            site.UpdateLocal(parcel.Name, s => s with { LastResumeSeconds = elapsed.TotalSeconds, LastResumed = DateTimeOffset.UtcNow, LastSeenHead = parcel.Head.Number, Interrupted = null });
             return session;
         }
         catch
@@ -197,7 +201,7 @@ public sealed class ParcelSession : IAsyncDisposable
         {
             if (_stopped is null) (image, newBytes) = await CaptureMemoryAsync(vm, ct);
             await _disk.FlushAsync(ct);
-            await PrepareAsync(image, ct);
+            await PrepareAsync(_disk.Freeze(), image, ct);
         }
         catch (SiteDiskFullException) when (_stopped is null && !vm.HasExited)
         {
@@ -230,8 +234,10 @@ public sealed class ParcelSession : IAsyncDisposable
         progress?.Report("capturing the memory image");
         var (image, newBytes) = await CaptureMemoryAsync(vm, ct);
         await _disk.FlushAsync(ct);
+        // The disk as it was with the memory image, taken before the guest runs on: a flush after cont belongs to the next version.
+        var changes = _disk.Freeze();
         await vm.ContinueAsync(ct);
-        await PrepareAsync(image, ct);
+        await PrepareAsync(changes, image, ct);
         progress?.Report("uploading and committing");
         var frozen = _frozenChanges!;
         var committed = await Checkin.RunAsync(_site, _parcel.Home, _parcel.Name, releaseLock: false, null, ct,
@@ -259,21 +265,56 @@ public sealed class ParcelSession : IAsyncDisposable
     }
 
     /// <summary>Signs the next version from the frozen dirty set and the image, and records it durably as pending.</summary>
-    private async Task PrepareAsync(IReadOnlyList<ChunkRef>? image, CancellationToken ct)
+    private async Task PrepareAsync((Dictionary<long, ChunkRef> Changes, long JournalBytes) frozen, IReadOnlyList<ChunkRef>? image, CancellationToken ct)
     {
-        var changes = new Dictionary<long, ChunkRef>(_disk.FlushedChanges);
-        _frozenChanges = changes;
+        _frozenChanges = frozen.Changes;
         var workingSet = _transfers is null ? null : await _transfers.SealWorkingSetAsync(ct);
-        var prepared = await Committer.PrepareAsync(_parcel, _site, _fetcher, _base, changes, image, _descriptorTag, _parent,
+        _parent = await PrepareVersionAsync(_parcel, _site, _fetcher, _base, _parent, frozen, image, _descriptorTag, workingSet, ct);
+    }
+
+    private static async Task<VersionRecord> PrepareVersionAsync(OpenedParcel parcel, SiteDirectory site, ChunkFetcher fetcher, VersionRecord baseVersion,
+        VersionRecord parent, (Dictionary<long, ChunkRef> Changes, long JournalBytes) frozen, IReadOnlyList<ChunkRef>? image, ChunkTag descriptorTag,
+        ChunkTag? workingSet, CancellationToken ct)
+    {
+        var changes = frozen.Changes;
+        var prepared = await Committer.PrepareAsync(parcel, site, fetcher, baseVersion, changes, image, descriptorTag, parent,
             Guid.NewGuid().ToString("N"), ct, workingSet);
         var blobs = changes.Values.Where(c => !c.IsZeroChunk).Select(c => c.Tag).Concat(image?.Select(c => c.Tag) ?? [])
-            .Concat(prepared.PageTags).Append(_descriptorTag).Concat(workingSet is { } w ? [w] : []).Distinct().Select(t => t.ToString()).ToList();
+            .Concat(prepared.PageTags).Append(descriptorTag).Concat(workingSet is { } w ? [w] : []).Distinct().Select(t => t.ToString()).ToList();
         // Continuing a version that was never checked in (disconnected): the new one replaces it and still needs its blobs.
-        if (PendingCommit.Load(_site.PendingCommitPath(_parcel.Name)) is { } earlier && earlier.Version.Mac == _base.Mac)
+        if (PendingCommit.Load(site.PendingCommitPath(parcel.Name)) is { } earlier && earlier.Version.Mac == baseVersion.Mac)
             blobs = blobs.Union(earlier.Blobs).ToList();
-        new PendingCommit(prepared.Version, blobs, _base.Number).Save(_site.PendingCommitPath(_parcel.Name));
+        new PendingCommit(prepared.Version, blobs, baseVersion.Number, changes.Select(c => new PendingChange(c.Key, c.Value.Tag.ToString())).ToList(),
+            frozen.JournalBytes).Save(site.PendingCommitPath(parcel.Name));
         KillPoint.Reach("session.after-pending-commit");
-        _parent = prepared.Version;
+        return prepared.Version;
+    }
+
+    /// <summary>
+    /// The VM stopped without a suspend and its session is gone (the daemon was killed): prepares the disk the guest
+    /// flushed, as the journal holds it, as a version without a memory image, as a suspend does after a QEMU crash.
+    /// </summary>
+    public static async Task<SuspendResult> KeepStoppedAsync(OpenedParcel parcel, SiteDirectory site, string why, IProgress<string>? progress, CancellationToken ct)
+    {
+        long started = Stopwatch.GetTimestamp();
+        if (File.Exists(site.PendingCommitPath(parcel.Name)))
+            throw new InvalidOperationException($"parcel '{parcel.Name}' has a version suspended at this site that is not checked in: run 'isr checkin {parcel.Name}' first");
+        progress?.Report($"{why}: keeping the disk as a version without a memory image (the next resume boots from the disk)");
+        var journalPath = site.JournalPath(parcel.Name);
+        Checkin.FinishJournalRebase(site, parcel.Name, parcel.Keys);
+        var baseVersion = parcel.Version(DirtyJournal.PeekBaseVersion(journalPath) ?? parcel.Head.Number);
+        (Dictionary<long, ChunkRef>, long) frozen;
+        using (var journal = DirtyJournal.Open(journalPath, baseVersion.Number, parcel.Keys)) frozen = (new(journal.Replayed), journal.Length);
+        using var fetcher = new ChunkFetcher(site.Cache, parcel.Home.Chunks, space: site.Space);
+        await PrepareVersionAsync(parcel, site, fetcher, baseVersion, parcel.Head, frozen, null, ChunkTag.Parse(baseVersion.DescriptorTag), null, ct);
+        site.UpdateLocal(parcel.Name, s => s with { Interrupted = null });
+        CheckinResult? committed = null;
+        if (parcel.Home is Homes.DirectoryParcelHome)
+        {
+            progress?.Report("committing a new version");
+            committed = await Checkin.RunAsync(site, parcel.Home, parcel.Name, releaseLock: false, null, ct);
+        }
+        return new SuspendResult(Stopwatch.GetElapsedTime(started).TotalSeconds, 0, 0, 0, committed, why);
     }
 
     public SessionStats Stats() => new(
@@ -344,6 +385,7 @@ public sealed class ParcelSession : IAsyncDisposable
         _fetcher.Dispose();
         _fetcher.Lookaside?.Dispose();
         if (_vm != null) await _vm.DisposeAsync();
+        QemuRecord.Delete(_site, Parcel);
         if (!_stop.IsCancellationRequested) await StopServingAsync();
         _disk.Dispose();
     }
