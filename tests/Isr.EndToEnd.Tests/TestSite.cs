@@ -61,16 +61,25 @@ public sealed class TestSite : IAsyncDisposable
         var (code, stdout, stderr) = await IsrWithPasswordAsync(Password, [.. args, "--json"], killAt is null ? null : new() { ["ISR_KILL_AT"] = killAt });
         Assert.True(code == 0, $"isr {string.Join(' ', args)} exited {code}\nstdout: {stdout}\nstderr: {stderr}\ndaemon log: {DaemonLog()}");
         var json = JsonDocument.Parse(stdout).RootElement.Clone();
-        if (json.ValueKind == JsonValueKind.Object && json.TryGetProperty("qemuPid", out var pid) && pid.ValueKind == JsonValueKind.Number) _qemuPids.Add(pid.GetInt32());
+        TrackQemu(json);
         return json;
     }
+
+    /// <summary>Remembers the QEMU a resume reported, to kill it by PID at disposal.</summary>
+    public void TrackQemu(JsonElement json)
+    {
+        if (json.ValueKind == JsonValueKind.Object && json.TryGetProperty("qemuPid", out var pid) && pid.ValueKind == JsonValueKind.Number) _qemuPids.Add(pid.GetInt32());
+    }
+
+    /// <summary>The PID of this site's daemon, or null when none answers (starts none).</summary>
+    public async Task<int?> DaemonPidAsync() =>
+        (await DaemonClient.SendAsync(new SiteDirectory(Home), new DaemonRequest { Op = "ping" }, null, CancellationToken.None,
+            startIfNeeded: false, recover: false))?.GetProperty("pid").GetInt32();
 
     /// <summary>SIGKILL of this site's daemon (by the PID it reports), as a crash would end it; its QEMUs live on.</summary>
     public async Task KillDaemonAsync()
     {
-        var ping = await DaemonClient.SendAsync(new SiteDirectory(Home), new DaemonRequest { Op = "ping" }, null, CancellationToken.None,
-            startIfNeeded: false, recover: false) ?? throw new InvalidOperationException("no site daemon runs");
-        using var daemon = Process.GetProcessById(ping.GetProperty("pid").GetInt32());
+        using var daemon = Process.GetProcessById(await DaemonPidAsync() ?? throw new InvalidOperationException("no site daemon runs"));
         daemon.Kill();
         Assert.True(daemon.WaitForExit(10_000), "the site daemon did not die");
     }
