@@ -44,6 +44,8 @@ public sealed record SessionStats(
     /// <summary>Blobs the session's fetcher took from lookaside sources (all sources), and each source's counters.</summary>
     public long LookasideBytes { get; init; }
     public IReadOnlyList<Lookaside.LookasideStats>? Lookaside { get; init; }
+    /// <summary>Whether the guest agent set the guest's clock after the resume (null: a cold boot, which reads the clock itself).</summary>
+    public string? GuestClock { get; init; }
 }
 
 /// <summary>Outcome of a suspend or sync. <see cref="Committed"/> is null while the version waits at this site for `isr checkin`.</summary>
@@ -76,6 +78,8 @@ public sealed class ParcelSession : IAsyncDisposable
     private int _watchingStalls;
     private volatile string? _stopped;   // why the VM is gone (guest power-off, QEMU crash), null while it runs
     private volatile string? _problem;   // why the VM is paused and will not continue by itself
+    private volatile string? _guestClock; // what became of setting the guest's clock after the resume
+    private static readonly TimeSpan GuestAgentTimeout = TimeSpan.FromSeconds(10);
 
     public string Parcel => _parcel.Name;
     public QemuVm? Vm => _vm;
@@ -155,6 +159,7 @@ public sealed class ParcelSession : IAsyncDisposable
                 await session._vm.LoadStateAsync((stream, token) => MemoryImage.RestoreAsync(chunks, fetcher, parcel.Codec, stream, token), ct);
             }
             await session._vm.ContinueAsync(ct);
+            if (!cold) session.SetGuestClockInBackground();
             // The working set only after cont: alongside the memory image it shared the link with it and delayed the
             // resume (10 Mbit/s: 31 s against 17 s without it), while the guest needs none of it before it runs.
             session._transfers.StartWorkingSetReplay();
@@ -322,11 +327,40 @@ public sealed class ParcelSession : IAsyncDisposable
         _disk.GuestWaitTime.TotalSeconds, _fetcher.Counters.CacheBytes, _fetcher.Counters.HomeBytes, _disk.DirtyChunks, _disk.DirtyBytes,
         _base.MemoryBytes, _vm?.ProcessId,
         _fetcher.Stalls.Select(w => $"chunk {w.Tag} since {w.Since:u} ({w.Attempts} attempts): {w.LastError}").ToList(), _vm?.Vnc?.ToString())
-        { Transfers = _transfers?.Stats(), LookasideBytes = _fetcher.Counters.LookasideBytes, Lookaside = _fetcher.Lookaside?.Stats };
+        { GuestClock = _guestClock, Transfers = _transfers?.Stats(), LookasideBytes = _fetcher.Counters.LookasideBytes, Lookaside = _fetcher.Lookaside?.Stats };
 
     private string State =>
         _stopped ?? _problem ?? (_fetcher.Stalls.Count > 0 ? $"paused: waiting for {_fetcher.Stalls.Count} chunks from {_parcel.Home.Describe}; continues by itself when they arrive"
             : _vm is { HasExited: false } ? "running" : "stopped");
+
+    /// <summary>
+    /// The guest's clock stood still while it was suspended: after the memory image is loaded it runs on from the
+    /// moment of the suspend. A guest agent, if the guest runs one, sets it to the site's time; never waited for.
+    /// </summary>
+    private void SetGuestClockInBackground()
+    {
+        if (_vm?.GuestAgentSocketPath is not { } socket)
+        {
+            _guestClock = "not set: this parcel's VM has no guest agent port (it was created without one)";
+            return;
+        }
+        _guestClock = "being set through the guest agent";
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await QemuGuestAgent.SetTimeAsync(socket, DateTimeOffset.UtcNow, GuestAgentTimeout, _stop.Token);
+                _guestClock = $"set to the site's time by the guest agent at {DateTimeOffset.UtcNow:u}";
+            }
+            catch (Exception e) when (e is TimeoutException or IOException or System.Net.Sockets.SocketException or QemuGuestAgentException
+                or System.Text.Json.JsonException)
+            {
+                _guestClock = $"not set: {e.Message}";
+            }
+            catch (OperationCanceledException) { return; }
+            Console.WriteLine($"{DateTimeOffset.UtcNow:O} session {Parcel}: guest clock {_guestClock}");
+        });
+    }
 
     /// <summary>A read failed (home unreachable, or a chunk that fails verification): QEMU paused the VM (rerror=stop).
     /// Watch the fetches and continue the VM when they have landed; QEMU then retries the read.</summary>
