@@ -42,9 +42,9 @@ DATA_START_MIB=$((BOOT_START_MIB + BOOT_SIZE_MIB))
 DATA_SIZE_MIB=$((DISK_MIB - DATA_START_MIB))
 # init_on_free: freed pages are zeroed, so a memory image carries the guest's live memory, not stale data
 KERNEL_CMDLINE="console=ttyS0 quiet panic=-1 init_on_free=1"
-MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4"
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk crc16 mbcache jbd2 crc32c_generic ext4"
 SUITE=bookworm
-INCLUDE=python3,gcc,libc6-dev,make,xz-utils,zstd,sqlite3,vim-tiny,git,procps
+INCLUDE=python3,gcc,libc6-dev,make,xz-utils,zstd,sqlite3,vim-tiny,git,procps,qemu-guest-agent
 PACKAGES="debootstrap busybox-static syslinux syslinux-common mtools dosfstools fdisk e2fsprogs cpio kmod zstd xz-utils gzip"
 APT_GET=(apt-get -o DPkg::Lock::Timeout=600)
 

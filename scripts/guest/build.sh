@@ -52,7 +52,7 @@ DATA_SIZE_MIB=$((DISK_MIB - DATA_START_MIB))
 KERNEL_CMDLINE="console=ttyS0 quiet panic=-1"
 # Loaded by /init in this order (dependencies first).
 MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-virtio_blk crc16 mbcache jbd2 crc32c_generic ext4 failover net_failover virtio_net"
+virtio_console virtio_blk crc16 mbcache jbd2 crc32c_generic ext4 failover net_failover virtio_net"
 MODULES=$(echo $MODULES)
 PACKAGES="busybox-static syslinux syslinux-common mtools dosfstools fdisk e2fsprogs
 cpio kmod qemu-utils zstd xz-utils gzip util-linux coreutils"
@@ -174,7 +174,7 @@ if [ ! -s "$DEB" ]; then
 fi
 
 KDIR=$CACHE/kernel-$KERNEL_VERSION-$KERNEL_PKG_VERSION
-if [ ! -f "$KDIR/.complete" ]; then
+if [ "$(cat "$KDIR/.complete" 2>/dev/null)" != "$MODULES" ]; then
     log "extracting vmlinuz and modules from $(basename "$DEB")"
     rm -rf "$KDIR"
     mkdir -p "$KDIR/modules"
@@ -204,7 +204,7 @@ if [ ! -f "$KDIR/.complete" ]; then
         esac
     done
     rm -rf "$WORK/deb"
-    touch "$KDIR/.complete"
+    echo "$MODULES" >"$KDIR/.complete"
 fi
 
 # ---------------------------------------------------------------- module order

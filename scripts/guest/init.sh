@@ -76,6 +76,42 @@ yes "$CANARY" | head -c 262144 >/data/canary
 sync
 slice=0
 
+# Console commands (tests write them to the serial line): ISR-DATE prints the clock, ISR-SETDATE <epoch> sets it;
+# both answer ISR-CLOCK <epoch>.
+(while :; do
+    while read -r cmd; do
+        case "$cmd" in
+            ISR-DATE) ;;
+            ISR-SETDATE\ *) date -s "@${cmd#ISR-SETDATE }" >/dev/null ;;
+            *) continue ;;
+        esac
+        echo "ISR-CLOCK $(date +%s)"
+    done </dev/console
+    sleep 1
+done) &
+
+# A minimal guest agent (qemu-guest-agent is dynamically linked; this guest is busybox): on the virtio-serial port
+# QEMU names org.qemu.guest_agent.0 it answers guest-sync-delimited and guest-set-time (which sets the clock).
+agent=
+for p in /sys/class/virtio-ports/*; do
+    [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && agent=/dev/${p##*/}
+done
+[ -z "$agent" ] || (while :; do
+    # One open at a time (the port refuses a second); reads end at once while no host is connected.
+    while read -r req <&3; do
+        id=$(echo "$req" | sed -n 's/.*"guest-sync-delimited".*"id": *\([0-9]*\).*/\1/p')
+        ns=$(echo "$req" | sed -n 's/.*"guest-set-time".*"time": *\([0-9]*\).*/\1/p')
+        if [ -n "$id" ]; then
+            printf '\377{"return": %s}\n' "$id" >&3
+        elif [ -n "$ns" ] && date -s "@$((ns / 1000000000))" >/dev/null; then
+            echo '{"return": {}}' >&3
+        else
+            echo '{"error": {"class": "GenericError", "desc": "not supported by the test guest"}}' >&3
+        fi
+    done 3<>"$agent"
+    sleep 1
+done) &
+
 echo "ISR-BOOT boot=$boot seed=$seed"
 while :; do
     counter=$((counter + 1))

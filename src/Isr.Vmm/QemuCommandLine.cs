@@ -27,6 +27,8 @@ public static class QemuCommandLine
             CheckSocketPath(nbdDisk.SocketPath, "NBD socket");
         if (site.VncSocketPath is { } vncSocket)
             CheckSocketPath(vncSocket, "VNC socket");
+        if (site.GuestAgentSocketPath is { } agentSocket)
+            CheckSocketPath(agentSocket, "guest agent socket");
         if (site.VncDisplayNumber is < 0 or > 99)
             throw new ArgumentException("VNC display number must be 0..99 (TCP port 5900+N).", nameof(site));
 
@@ -95,6 +97,16 @@ public static class QemuCommandLine
                     var index = driver == "isa-serial" ? Invariant($",index={serialIndex++}") : "";
                     args.Add("-device");
                     args.Add($"{driver},id={id},chardev={id}{index}{addr}");
+                    break;
+
+                case VmDeviceKind.GuestAgent:
+                    // The port's name is what qemu-guest-agent looks for; its chardev is host-side only (not migrated).
+                    args.Add("-chardev");
+                    args.Add(site.GuestAgentSocketPath is { } agent ? $"socket,id={id},path={QemuArgs.Escape(agent)},server=on,wait=off" : $"null,id={id}");
+                    args.Add("-device");
+                    args.Add($"{driver},id={id}{addr}");
+                    args.Add("-device");
+                    args.Add($"virtserialport,id={id}port,bus={id}.0,nr=1,chardev={id},name=org.qemu.guest_agent.0");
                     break;
 
                 case VmDeviceKind.Display:

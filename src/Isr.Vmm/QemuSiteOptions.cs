@@ -55,6 +55,10 @@ public sealed record QemuSiteOptions
     /// </summary>
     public IReadOnlyDictionary<string, string>? WindowEnvironment { get; init; }
 
+    /// <summary>Unix socket QEMU listens on for the guest agent's port (descriptors with a guest-agent device);
+    /// <see cref="QemuVm.StartAsync"/> puts it in the VM's private runtime directory.</summary>
+    public string? GuestAgentSocketPath { get; init; }
+
     /// <summary>Window title and VNC desktop name (QEMU <c>-name</c>); host-side only. Null leaves QEMU's default.</summary>
     public string? Title { get; init; }
 

@@ -52,6 +52,9 @@ public sealed class QemuVm : IAsyncDisposable
 
     public int ProcessId => _process.ProcessId;
 
+    /// <summary>Where QEMU listens for the guest agent's port; null when the descriptor has no guest-agent device.</summary>
+    public string? GuestAgentSocketPath => Site.GuestAgentSocketPath;
+
     /// <summary>Where the VNC server listens (for <see cref="QemuDisplayMode.Vnc"/>: tell the user); null otherwise.</summary>
     public VncEndpoint? Vnc { get; }
 
@@ -96,15 +99,17 @@ public sealed class QemuVm : IAsyncDisposable
         if (blocking.Count > 0)
             throw new DescriptorMismatchException(blocking);
 
-        var args = QemuCommandLine.Build(descriptor, site, incoming);
         if (site.Display == QemuDisplayMode.Window)
             CheckWindowCanOpen(site, caps);
         TryDelete(site.QmpSocketPath); // a stale socket from a killed QEMU would only refuse connections
         var runtimeDir = RuntimeDirectory.Create("vm");
+        if (descriptor.Devices.Any(d => d.Kind == VmDeviceKind.GuestAgent))
+            site = site with { GuestAgentSocketPath = System.IO.Path.Combine(runtimeDir.Path, "agent.sock") };
         QemuProcess? process = null;
         QmpClient? qmp = null;
         try
         {
+            var args = QemuCommandLine.Build(descriptor, site, incoming);
             process = QemuProcess.Start(installation.BinaryPath, args, site.WindowEnvironment);
             qmp = await process.ConnectQmpAsync(site.QmpSocketPath, site.StartTimeout, cancellationToken).ConfigureAwait(false);
             VncEndpoint? vnc = null;

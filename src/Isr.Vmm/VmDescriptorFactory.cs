@@ -14,6 +14,7 @@ public static class VmDescriptorFactory
     public const int DisplaySlot = 0x2;
     public const int NetworkSlot = 0x3;
     public const int DiskSlot = 0x4;
+    public const int GuestAgentSlot = 0x5;
 
     /// <param name="qemu">The site's QEMU; asked for its version and to resolve <paramref name="machine"/>.</param>
     /// <param name="memoryBytes">Guest RAM; a whole number of MiB.</param>
@@ -56,6 +57,8 @@ public static class VmDescriptorFactory
         if (withDisk)
             devices.Add(new("disk0", VmDeviceKind.Disk, "virtio-blk-pci", DiskSlot));
         devices.Add(new("serial0", VmDeviceKind.Serial, "isa-serial"));
+        // Since descriptors had it: older parcels lack it and keep their device model (no agent, clock not set).
+        devices.Add(new("agent0", VmDeviceKind.GuestAgent, "virtio-serial-pci", GuestAgentSlot));
 
         return new VmDescriptor
         {

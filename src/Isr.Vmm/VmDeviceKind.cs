@@ -11,4 +11,7 @@ public enum VmDeviceKind
     Serial,
     /// <summary>The display adapter; shown headless, over VNC or in a window, per site.</summary>
     Display,
+    /// <summary>A virtio-serial controller with the port org.qemu.guest_agent.0, backed by a unix socket in QEMU's
+    /// runtime directory: how the site talks to a qemu-guest-agent in the guest (to set its clock after a resume).</summary>
+    GuestAgent,
 }

@@ -61,8 +61,36 @@ public sealed class TestSite : IAsyncDisposable
         var (code, stdout, stderr) = await IsrWithPasswordAsync(Password, [.. args, "--json"], killAt is null ? null : new() { ["ISR_KILL_AT"] = killAt });
         Assert.True(code == 0, $"isr {string.Join(' ', args)} exited {code}\nstdout: {stdout}\nstderr: {stderr}\ndaemon log: {DaemonLog()}");
         var json = JsonDocument.Parse(stdout).RootElement.Clone();
-        if (json.ValueKind == JsonValueKind.Object && json.TryGetProperty("qemuPid", out var pid) && pid.ValueKind == JsonValueKind.Number) _qemuPids.Add(pid.GetInt32());
+        TrackQemu(json);
         return json;
+    }
+
+    /// <summary>Remembers the QEMU a resume reported, to kill it by PID at disposal.</summary>
+    public void TrackQemu(JsonElement json)
+    {
+        if (json.ValueKind == JsonValueKind.Object && json.TryGetProperty("qemuPid", out var pid) && pid.ValueKind == JsonValueKind.Number) _qemuPids.Add(pid.GetInt32());
+    }
+
+    /// <summary>The PID of this site's daemon, or null when none answers (starts none).</summary>
+    public async Task<int?> DaemonPidAsync() =>
+        (await DaemonClient.SendAsync(new SiteDirectory(Home), new DaemonRequest { Op = "ping" }, null, CancellationToken.None,
+            startIfNeeded: false, recover: false))?.GetProperty("pid").GetInt32();
+
+    /// <summary>SIGKILL of this site's daemon (by the PID it reports), as a crash would end it; its QEMUs live on.</summary>
+    public async Task KillDaemonAsync()
+    {
+        using var daemon = Process.GetProcessById(await DaemonPidAsync() ?? throw new InvalidOperationException("no site daemon runs"));
+        daemon.Kill();
+        Assert.True(daemon.WaitForExit(10_000), "the site daemon did not die");
+    }
+
+    /// <summary>The process has exited (gone, or a zombie nobody reaped yet).</summary>
+    public static bool ProcessGone(int pid)
+    {
+        var stat = $"/proc/{pid}/stat";
+        if (!File.Exists(stat)) return true;
+        try { var text = File.ReadAllText(stat); return text[(text.LastIndexOf(')') + 2)] is 'Z' or 'X'; }
+        catch (IOException) { return true; }
     }
 
     /// <summary>`isr login` to the test server, pinning its certificate.</summary>
@@ -81,7 +109,8 @@ public sealed class TestSite : IAsyncDisposable
         {
             try
             {
-                var ping = await DaemonClient.SendAsync(new SiteDirectory(Home), new DaemonRequest { Op = "ping" }, null, CancellationToken.None, startIfNeeded: false);
+                var ping = await DaemonClient.SendAsync(new SiteDirectory(Home), new DaemonRequest { Op = "ping" }, null, CancellationToken.None,
+                    startIfNeeded: false, recover: false);
                 if (ping is { } p) Kill(p.GetProperty("pid").GetInt32());
             }
             catch (Exception e) when (e is IOException or DaemonException or System.Net.Sockets.SocketException) { }

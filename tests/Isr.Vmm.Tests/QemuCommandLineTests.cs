@@ -111,6 +111,22 @@ public class QemuCommandLineTests
     }
 
     [Fact]
+    public void Guest_agent_port_is_named_for_qemu_guest_agent_and_its_socket_is_host_side_only()
+    {
+        var d = TestDescriptors.Sample() with { Devices = [.. TestDescriptors.Sample().Devices, new("agent0", VmDeviceKind.GuestAgent, "virtio-serial-pci", 0x5)] };
+        var withSocket = QemuCommandLine.Build(d, Site() with { GuestAgentSocketPath = "/tmp/x/agent.sock" }, incoming: false);
+        var without = QemuCommandLine.Build(d, Site(), incoming: false);
+
+        Assert.Contains("virtio-serial-pci,id=agent0,addr=0x5", Values(withSocket, "-device"));
+        Assert.Contains("virtserialport,id=agent0port,bus=agent0.0,nr=1,chardev=agent0,name=org.qemu.guest_agent.0", Values(withSocket, "-device"));
+        Assert.Contains("socket,id=agent0,path=/tmp/x/agent.sock,server=on,wait=off", Values(withSocket, "-chardev"));
+        Assert.Contains("null,id=agent0", Values(without, "-chardev"));
+        Assert.Equal(GuestVisible(withSocket), GuestVisible(without));
+        // A parcel created before the agent port keeps its device model.
+        Assert.DoesNotContain(Values(QemuCommandLine.Build(TestDescriptors.Sample(), Site(), incoming: false), "-device"), a => a.Contains("virtserialport"));
+    }
+
+    [Fact]
     public void Vnc_without_socket_listens_on_loopback_only()
     {
         var args = QemuCommandLine.Build(TestDescriptors.Sample(), Site() with { Display = QemuDisplayMode.Vnc, VncDisplayNumber = 7 }, incoming: false);

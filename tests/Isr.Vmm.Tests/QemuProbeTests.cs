@@ -66,7 +66,7 @@ public class QemuProbeTests
         Assert.Equal(caps.VmmVersion, d.VmmVersion);
         Assert.StartsWith("pc-q35-", d.MachineType);
         Assert.Equal("qemu64", d.CpuModel);
-        Assert.Equal(["VGA", "virtio-net-pci", "virtio-blk-pci", "isa-serial"], d.Devices.Select(x => x.Driver));
+        Assert.Equal(["VGA", "virtio-net-pci", "virtio-blk-pci", "isa-serial", "virtio-serial-pci"], d.Devices.Select(x => x.Driver));
         Assert.Empty(DescriptorCheck.Compare(d, caps));
         await Assert.ThrowsAsync<ArgumentException>(() => VmDescriptorFactory.CreateAsync(qemu, 256L << 20, cpuModel: "host", cancellationToken: cts.Token));
         await Assert.ThrowsAsync<ArgumentException>(() => VmDescriptorFactory.CreateAsync(qemu, 256L << 20, machine: "no-such", cancellationToken: cts.Token));

@@ -23,6 +23,7 @@ public static class DiscardCommand
             var head = (await home.ListVersionsAsync(name, ct))[^1];
             bool had = DirtyJournal.PeekBaseVersion(site.JournalPath(name)) is not null && new FileInfo(site.JournalPath(name)).Length > 13;
             DirtyJournal.WriteEmpty(site.JournalPath(name), head.Number);
+            site.UpdateLocal(name, s => s with { Interrupted = null, JournalRebase = null });
             Cli.Print(parse, new { parcel = name, version = head.Number, discarded = had },
                 () => AnsiConsole.MarkupLineInterpolated($"{(had ? "discarded local changes of" : "no local changes in")} [bold]{name}[/]; it is at version {head.Number}"));
             return 0;

@@ -30,10 +30,10 @@ public static class StatCommand
                 homeProblem = e.Message; // what this site knows is still worth showing
             }
 
-            var local = site.ReadLocal(name);
             var journal = new FileInfo(site.JournalPath(name));
             var session = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "stat", Parcel = name }, null, ct, startIfNeeded: false);
             var running = session is { ValueKind: JsonValueKind.Object } s ? s.Deserialize<SessionStats>(DaemonJson.Options) : null;
+            var local = site.ReadLocal(name); // after asking the daemon: one started just now records why a VM stopped
             var stat = new
             {
                 Parcel = name, HeadVersion = stored?.Head.Number, Versions = stored?.Versions, stored?.Head.DiskSize, stored?.Head.ChunkSize,
@@ -42,6 +42,7 @@ public static class StatCommand
                 DirtyJournalBytes = journal.Exists ? journal.Length : 0,
                 PendingCheckin = File.Exists(site.PendingCommitPath(name)),
                 LastResumeSeconds = local?.LastResumeSeconds,
+                Interrupted = local?.Interrupted,
                 Session = running,
             };
             Cli.Print(parse, stat, () =>
@@ -56,11 +57,13 @@ public static class StatCommand
                     if (stored.HeadStoredBytes is long bytes) Row("stored (head)", Cli.Bytes(bytes));
                 }
                 else Row("parcel", $"{name} (home unreachable: {homeProblem})");
+                if (local?.Interrupted is { } why) Row("stopped", $"{why}; {SiteRecovery.KeepOrDiscard(name)}");
                 if (File.Exists(site.PendingCommitPath(name))) Row("pending", "a suspended version waits at this site: run 'isr checkin'");
                 Row("local changes", running is null ? (stat.DirtyJournalBytes > 13 ? "yes (not in any version)" : "none") : $"{running.DirtyChunks} chunks, {Cli.Bytes(running.DirtyBytes)}");
                 Row("last resume", local?.LastResumeSeconds is double r ? $"{r:F2} s" : "-");
                 if (running != null)
                     Row("session", $"{running.State}; {running.Misses} misses, guest waited {running.GuestWaitSeconds:F2} s; fetched {Cli.Bytes(running.HomeBytes)} from home, {Cli.Bytes(running.CacheBytes)} from cache");
+                if (running?.GuestClock is { } clock) Row("guest clock", clock);
                 foreach (var l in running?.Lookaside ?? [])
                     Row($"lookaside", $"{l.Source}: {l.Hits} hits ({Cli.Bytes(l.Bytes)}), {l.Misses} misses, {l.Rejected} rejected (wrong blob), {l.Failures} failures, {l.Skipped} skipped{(l.CutOff ? "; cut off now" : "")}");
                 if (running?.Transfers is { } t)

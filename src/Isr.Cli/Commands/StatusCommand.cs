@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using Isr.Client.Daemon;
+using Isr.Client.Session;
 using Spectre.Console;
 
 namespace Isr.Cli.Commands;
@@ -19,15 +20,12 @@ public static class StatusCommand
         command.SetAction(async (parse, ct) =>
         {
             var site = Cli.Site();
-            var parcelsRoot = Path.Combine(site.Root, "parcels");
             var statuses = new List<ParcelStatus>();
             var checkins = (await DaemonClient.SendAsync(site, new DaemonRequest { Op = "checkins" }, null, ct, startIfNeeded: false))?
                 .Deserialize<CheckinProgress[]>(DaemonJson.Options)?.ToDictionary(c => c.Parcel) ?? [];
             var hoards = (await DaemonClient.SendAsync(site, new DaemonRequest { Op = "hoards" }, null, ct, startIfNeeded: false))?
                 .Deserialize<BackgroundHoard[]>(DaemonJson.Options)?.ToDictionary(h => h.Parcel) ?? [];
-            var names = (Directory.Exists(parcelsRoot) ? Directory.EnumerateDirectories(parcelsRoot).Select(Path.GetFileName) : [])
-                .Concat(checkins.Keys).Concat(hoards.Keys).Distinct().Order();
-            foreach (var name in names.OfType<string>())
+            foreach (var name in site.ParcelNames().Concat(checkins.Keys).Concat(hoards.Keys).Distinct().Order())
             {
                 if (checkins.TryGetValue(name, out var background) && background.State != "failed")
                 {
@@ -48,6 +46,7 @@ public static class StatusCommand
                 var advice = isRunning ? $"running: 'isr suspend {name}', then 'isr checkin {name}'"
                     : background is { Error: { } error } ? $"the background check-in failed ({error}): 'isr checkin {name}' retries"
                     : pending ? $"suspended here but not checked in: 'isr checkin {name}'"
+                    : changes && site.ReadLocal(name)?.Interrupted is { } why ? $"{why}; {SiteRecovery.KeepOrDiscard(name)}"
                     : changes ? $"changes not in any version: 'isr resume {name} --cold' or 'isr discard {name}'"
                     : locked ? $"checked in; the lock is still held here: 'isr checkin {name}' releases it"
                     : "checked in: safe to leave";

@@ -12,11 +12,12 @@ public static class SuspendCommand
     public static Command Build()
     {
         var dongle = new Option<string?>("--dongle") { Description = "Then write the suspended state to this dongle directory (ciphertext), for 'isr resume --lookaside' at the next site" };
-        var command = new Command("suspend", "Suspend the parcel's VM: save its memory image and disk changes as a new version") { Cli.Parcel, dongle, Cli.Json };
+        var command = new Command("suspend", "Suspend the parcel's VM: save its memory image and disk changes as a new version " +
+            "(a VM stopped by a killed site daemon: its disk, without a memory image)") { Cli.Parcel, Cli.Store, Cli.PasswordFile, dongle, Cli.Json };
         command.SetAction(async (parse, ct) =>
         {
             string name = parse.GetValue(Cli.Parcel)!;
-            var suspended = await SendToSessionAsync(parse, "suspend", name, ct);
+            var suspended = await KeepStoppedAsync(parse, name, ct) ?? await SendToSessionAsync(parse, "suspend", name, ct);
             if (parse.GetValue(dongle) is { } path)
             {
                 var written = await LookasideCommand.WriteAsync(parse, name, path, ct);
@@ -28,6 +29,19 @@ public static class SuspendCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The VM stopped without a suspend when its daemon was killed: keeps the flushed disk as a version
+    /// without a memory image (needs the keys to sign it). Null when the parcel was not interrupted so.</summary>
+    private static async Task<SuspendResult?> KeepStoppedAsync(ParseResult parse, string parcel, CancellationToken ct)
+    {
+        var site = Cli.Site();
+        // Asking first also lets a daemon started for a killed one's leftovers find them (and record why it stopped).
+        var running = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "running", Parcel = parcel }, null, ct, startIfNeeded: false);
+        if (running is { ValueKind: JsonValueKind.True } || site.ReadLocal(parcel)?.Interrupted is null) return null;
+        var result = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "keep", Parcel = parcel, Store = Cli.StorePath(parse, site, parcel), Password = Cli.Password(parse) },
+            m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct);
+        return result!.Value.Deserialize<SuspendResult>(DaemonJson.Options)!;
     }
 
     /// <summary>Sends a request to the parcel's running session (suspend, sync), printing its progress lines.</summary>

@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Reflection;
 using System.Text;
 using System.Text.Json;
+using Isr.Client.Session;
 using Isr.Client.Site;
 
 namespace Isr.Client.Daemon;
@@ -10,10 +11,12 @@ namespace Isr.Client.Daemon;
 /// <summary>The CLI's side of the daemon protocol; starts the daemon when none answers.</summary>
 public static class DaemonClient
 {
-    /// <summary>Sends a request, reporting progress lines, and returns the result. Starts the daemon if needed.</summary>
-    public static async Task<JsonElement?> SendAsync(SiteDirectory site, DaemonRequest request, Action<string>? onProgress, CancellationToken ct, bool startIfNeeded = true)
+    /// <summary>Sends a request, reporting progress lines, and returns the result. Starts the daemon if needed, and
+    /// (unless <paramref name="recover"/> is false) also when a killed daemon left work (<see cref="SiteRecovery.HasWork"/>).</summary>
+    public static async Task<JsonElement?> SendAsync(SiteDirectory site, DaemonRequest request, Action<string>? onProgress, CancellationToken ct, bool startIfNeeded = true,
+        bool recover = true)
     {
-        var socket = await ConnectAsync(site, startIfNeeded, ct);
+        var socket = await ConnectAsync(site, startIfNeeded || recover && SiteRecovery.HasWork(site), ct);
         if (socket is null) return null;
         await using var stream = new NetworkStream(socket, ownsSocket: true);
         await stream.WriteAsync(JsonSerializer.SerializeToUtf8Bytes(request, DaemonJson.Options), ct);

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Isr.Client.Homes;
 using Isr.Client.Session;
 using Isr.Client.Site;
+using Isr.Format;
 
 namespace Isr.Client.Daemon;
 
@@ -31,6 +32,9 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         listener.Listen(16);
         log($"isr daemon {Environment.ProcessId} serving {site.Root}");
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        // Before the first request: a VM or check-in the last daemon left must not meet a new request for its parcel.
+        SiteRecovery.StopOrphanedVms(site, log);
+        ResumeBackgroundCheckins(stop.Token);
         var idleWatch = WatchIdleAsync(stop);
         var hoarding = _hoards.RunAsync(stop.Token);
         try
@@ -148,9 +152,16 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                     // The upload outlives this request: the CLI returns, the user may walk away, `isr status` follows it.
                     if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is running at this site: suspend it first, then check it in");
                     RefuseDuringCheckin(parcel, "check it in again");
-                    var checkin = new BackgroundCheckin(site, HomeLocator.Open(site, request.Store), parcel, log, ct);
-                    lock (_checkins) _checkins[parcel] = checkin;
-                    return checkin.Snapshot();
+                    Durable.WriteFileAtomically(site.BackgroundCheckinPath(parcel), JsonSerializer.SerializeToUtf8Bytes(new BackgroundRequest(request.Store), DaemonJson.Options));
+                    return StartCheckin(parcel, request.Store, ct).Snapshot();
+                case "keep":
+                    // The VM stopped without a suspend while no daemon ran: what `suspend` does for a crashed QEMU.
+                    RefuseDuringCheckin(parcel, "keep its disk");
+                    if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is running at this site: use 'isr suspend'");
+                    var why = site.ReadLocal(parcel)?.Interrupted ?? throw new InvalidOperationException($"parcel '{parcel}' is not running at this site");
+                    var keepHome = HomeLocator.Open(site, request.Store);
+                    var opened = await OpenedParcel.OpenAsync(keepHome, await keepHome.UnlockAsync(Require(request.Password), ct), parcel, ct);
+                    return await ParcelSession.KeepStoppedAsync(opened, site, why, progress, ct);
                 case "running":
                     return _sessions.ContainsKey(parcel);
                 default:
@@ -162,6 +173,33 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
             _gate.Release();
         }
     }
+
+    private BackgroundCheckin StartCheckin(string parcel, string? store, CancellationToken ct)
+    {
+        var checkin = new BackgroundCheckin(site, HomeLocator.Open(site, store), parcel, log, ct);
+        lock (_checkins) _checkins[parcel] = checkin;
+        return checkin;
+    }
+
+    /// <summary>Takes up each `isr checkin --background` an earlier daemon did not finish (it was killed): the user
+    /// who walked away expects it to complete without being asked again.</summary>
+    private void ResumeBackgroundCheckins(CancellationToken ct)
+    {
+        foreach (var parcel in site.ParcelNames())
+        {
+            var path = site.BackgroundCheckinPath(parcel);
+            if (!File.Exists(path)) continue;
+            BackgroundRequest? request;
+            try { request = JsonSerializer.Deserialize<BackgroundRequest>(File.ReadAllBytes(path), DaemonJson.Options); }
+            catch (JsonException) { request = null; }
+            if (request is null) { File.Delete(path); continue; }
+            log($"taking up the background check-in of '{parcel}' an earlier daemon did not finish");
+            StartCheckin(parcel, request.Store, ct);
+        }
+    }
+
+    /// <summary>What a background check-in needs to be started again: its home (null: the logged-in server).</summary>
+    private sealed record BackgroundRequest(string? Store);
 
     private void RefuseDuringCheckin(string parcel, string action)
     {

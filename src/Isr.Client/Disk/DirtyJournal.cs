@@ -32,6 +32,9 @@ public sealed class DirtyJournal : IDisposable
 
     public static bool Exists(string path) => File.Exists(path);
 
+    /// <summary>Bytes journaled so far (grows with every flush; readable without keys from the file's size).</summary>
+    public long Length => _file.Length;
+
     /// <summary>Base version recorded in an existing journal, readable without keys.</summary>
     public static long? PeekBaseVersion(string path)
     {

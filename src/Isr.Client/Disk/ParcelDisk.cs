@@ -54,6 +54,14 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     /// <summary>Flushed changes against the base version: what a commit must record.</summary>
     public IReadOnlyDictionary<long, ChunkRef> FlushedChanges => _dirty;
 
+    /// <summary>A copy of the flushed changes and the journal's length that holds them, taken together (call while the guest is paused).</summary>
+    public (Dictionary<long, ChunkRef> Changes, long JournalBytes) Freeze()
+    {
+        _flushGate.Wait();
+        try { return (new Dictionary<long, ChunkRef>(_dirty), _journal.Length); }
+        finally { _flushGate.Release(); }
+    }
+
     public async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken ct)
     {
         CheckRange(offset, buffer.Length);

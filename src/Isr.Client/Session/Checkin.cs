@@ -52,9 +52,14 @@ public static class Checkin
             }
             KillPoint.Reach("checkin.after-commit");
             if (rebase != null) await rebase(committed);
+            else if (JournalGrewSince(site, parcel, pending))
+                // The guest flushed more after this version was frozen (a sync whose daemon was killed): those flushes
+                // stay journaled; moving them onto the committed version needs the keys, so the next command does it.
+                site.UpdateLocal(parcel, s => s with { JournalRebase = new JournalRebase(pending.BaseVersion, committed.Number, pending.Changes!) });
             else DirtyJournal.WriteEmpty(site.JournalPath(parcel), committed.Number);
             KillPoint.Reach("checkin.after-journal");
             File.Delete(site.PendingCommitPath(parcel));
+            if (File.Exists(site.BackgroundCheckinPath(parcel))) File.Delete(site.BackgroundCheckinPath(parcel));
             site.UpdateLocal(parcel, s => s with { LastSeenHead = committed.Side ? s.LastSeenHead : committed.Number });
             result = new CheckinResult(committed.Number, committed.Side, count, bytes, false);
         }
@@ -70,4 +75,31 @@ public static class Checkin
         }
         return result;
     }
+
+    private static bool JournalGrewSince(SiteDirectory site, string parcel, PendingCommit pending)
+    {
+        var journal = new FileInfo(site.JournalPath(parcel));
+        return pending is { JournalBytes: long frozen, Changes: not null } && journal.Exists && journal.Length > frozen
+            && DirtyJournal.PeekBaseVersion(journal.FullName) == pending.BaseVersion;
+    }
+
+    /// <summary>Finishes a journal rebase a keyless check-in left (see <see cref="ParcelLocalState.JournalRebase"/>): keeps
+    /// the journaled chunks the committed version does not hold, now based on it.</summary>
+    public static void FinishJournalRebase(SiteDirectory site, string parcel, ParcelKeys keys)
+    {
+        if (site.ReadLocal(parcel)?.JournalRebase is not { } rebase) return;
+        var path = site.JournalPath(parcel);
+        if (DirtyJournal.PeekBaseVersion(path) == rebase.FromBase)
+        {
+            var committed = rebase.Changes.ToDictionary(c => c.Index, c => c.Tag);
+            List<KeyValuePair<long, ChunkRef>> later;
+            using (var journal = DirtyJournal.Open(path, rebase.FromBase, keys))
+                later = journal.Replayed.Where(c => !committed.TryGetValue(c.Key, out var tag) || tag != c.Value.Tag.ToString()).ToList();
+            DirtyJournal.Rewrite(path, rebase.ToVersion, later, keys).Dispose();
+        }
+        site.UpdateLocal(parcel, s => s with { JournalRebase = null });
+    }
 }
+
+/// <summary>A committed version's changes (index and ciphertext tag) to take off a journal still based on <see cref="FromBase"/>.</summary>
+public sealed record JournalRebase(long FromBase, long ToVersion, IReadOnlyList<PendingChange> Changes);

@@ -44,6 +44,8 @@ public sealed record SessionStats(
     /// <summary>Blobs the session's fetcher took from lookaside sources (all sources), and each source's counters.</summary>
     public long LookasideBytes { get; init; }
     public IReadOnlyList<Lookaside.LookasideStats>? Lookaside { get; init; }
+    /// <summary>Whether the guest agent set the guest's clock after the resume (null: a cold boot, which reads the clock itself).</summary>
+    public string? GuestClock { get; init; }
 }
 
 /// <summary>Outcome of a suspend or sync. <see cref="Committed"/> is null while the version waits at this site for `isr checkin`.</summary>
@@ -76,6 +78,8 @@ public sealed class ParcelSession : IAsyncDisposable
     private int _watchingStalls;
     private volatile string? _stopped;   // why the VM is gone (guest power-off, QEMU crash), null while it runs
     private volatile string? _problem;   // why the VM is paused and will not continue by itself
+    private volatile string? _guestClock; // what became of setting the guest's clock after the resume
+    private static readonly TimeSpan GuestAgentTimeout = TimeSpan.FromSeconds(10);
 
     public string Parcel => _parcel.Name;
     public QemuVm? Vm => _vm;
@@ -98,6 +102,7 @@ public sealed class ParcelSession : IAsyncDisposable
     public static async Task<ParcelSession> ResumeAsync(OpenedParcel parcel, SiteDirectory site, ResumeOptions options,
         IProgress<string>? progress, CancellationToken ct, Lookaside.LookasideChain? lookaside = null, PendingCommit? fromPending = null)
     {
+        Checkin.FinishJournalRebase(site, parcel.Name, parcel.Keys);
         if (fromPending is not null) ContinueFromPending(site, parcel, fromPending);
         long started = Stopwatch.GetTimestamp();
         // A running guest never gives up on the home: it pauses until the data arrives.
@@ -120,9 +125,11 @@ public sealed class ParcelSession : IAsyncDisposable
         if (journal.Replayed.Count > 0 && version.HasMemoryImage && !options.Cold)
         {
             journal.Dispose();
+            var why = site.ReadLocal(parcel.Name)?.Interrupted ?? "the VM stopped without a suspend";
             throw new InvalidOperationException(
                 $"parcel '{parcel.Name}' has {journal.Replayed.Count} changed chunks at this site that are not in version {version.Number} " +
-                "(the VM stopped without a suspend); its memory image no longer matches the disk. Use 'isr resume --cold' to boot with those changes, or 'isr discard' to drop them.");
+                $"({why}); its memory image no longer matches the disk. Use 'isr resume --cold' to boot with those changes; " +
+                SiteRecovery.KeepOrDiscard(parcel.Name) + ".");
         }
         var disk = new ParcelDisk(version, parcel.Keys, parcel.Codec, fetcher, journal);
         var session = new ParcelSession(parcel, site, fetcher, disk, version, ChunkTag.Parse(version.DescriptorTag)) { _cold = cold };
@@ -143,6 +150,7 @@ public sealed class ParcelSession : IAsyncDisposable
             };
             progress?.Report(cold ? "booting from the disk" : $"loading the memory image ({version.MemoryBytes / 1e6:F1} MB)");
             session._vm = await QemuVm.StartAsync(descriptor, siteOptions, incoming: !cold, ct);
+            QemuRecord.Save(site, parcel.Name, session._vm.ProcessId, session.QmpSocket);
             session._vm.EventReceived += session.OnVmEvent;
             session._vm.ProcessExited += session.OnVmExited;
             if (!cold)
@@ -151,13 +159,14 @@ public sealed class ParcelSession : IAsyncDisposable
                 await session._vm.LoadStateAsync((stream, token) => MemoryImage.RestoreAsync(chunks, fetcher, parcel.Codec, stream, token), ct);
             }
             await session._vm.ContinueAsync(ct);
+            if (!cold) session.SetGuestClockInBackground();
             // The working set only after cont: alongside the memory image it shared the link with it and delayed the
             // resume (10 Mbit/s: 31 s against 17 s without it), while the guest needs none of it before it runs.
             session._transfers.StartWorkingSetReplay();
             session._transfers.StartBackground();
             var elapsed = options.CommandStarted is { } t ? DateTimeOffset.UtcNow - t : Stopwatch.GetElapsedTime(started);
             session._resumeSeconds = elapsed.TotalSeconds;
-            site.UpdateLocal(parcel.Name, s => s with { LastResumeSeconds = elapsed.TotalSeconds, LastResumed = DateTimeOffset.UtcNow, LastSeenHead = parcel.Head.Number });
+            site.UpdateLocal(parcel.Name, s => s with { LastResumeSeconds = elapsed.TotalSeconds, LastResumed = DateTimeOffset.UtcNow, LastSeenHead = parcel.Head.Number, Interrupted = null });
             return session;
         }
         catch
@@ -197,7 +206,7 @@ public sealed class ParcelSession : IAsyncDisposable
         {
             if (_stopped is null) (image, newBytes) = await CaptureMemoryAsync(vm, ct);
             await _disk.FlushAsync(ct);
-            await PrepareAsync(image, ct);
+            await PrepareAsync(_disk.Freeze(), image, ct);
         }
         catch (SiteDiskFullException) when (_stopped is null && !vm.HasExited)
         {
@@ -230,8 +239,10 @@ public sealed class ParcelSession : IAsyncDisposable
         progress?.Report("capturing the memory image");
         var (image, newBytes) = await CaptureMemoryAsync(vm, ct);
         await _disk.FlushAsync(ct);
+        // The disk as it was with the memory image, taken before the guest runs on: a flush after cont belongs to the next version.
+        var changes = _disk.Freeze();
         await vm.ContinueAsync(ct);
-        await PrepareAsync(image, ct);
+        await PrepareAsync(changes, image, ct);
         progress?.Report("uploading and committing");
         var frozen = _frozenChanges!;
         var committed = await Checkin.RunAsync(_site, _parcel.Home, _parcel.Name, releaseLock: false, null, ct,
@@ -259,21 +270,56 @@ public sealed class ParcelSession : IAsyncDisposable
     }
 
     /// <summary>Signs the next version from the frozen dirty set and the image, and records it durably as pending.</summary>
-    private async Task PrepareAsync(IReadOnlyList<ChunkRef>? image, CancellationToken ct)
+    private async Task PrepareAsync((Dictionary<long, ChunkRef> Changes, long JournalBytes) frozen, IReadOnlyList<ChunkRef>? image, CancellationToken ct)
     {
-        var changes = new Dictionary<long, ChunkRef>(_disk.FlushedChanges);
-        _frozenChanges = changes;
+        _frozenChanges = frozen.Changes;
         var workingSet = _transfers is null ? null : await _transfers.SealWorkingSetAsync(ct);
-        var prepared = await Committer.PrepareAsync(_parcel, _site, _fetcher, _base, changes, image, _descriptorTag, _parent,
+        _parent = await PrepareVersionAsync(_parcel, _site, _fetcher, _base, _parent, frozen, image, _descriptorTag, workingSet, ct);
+    }
+
+    private static async Task<VersionRecord> PrepareVersionAsync(OpenedParcel parcel, SiteDirectory site, ChunkFetcher fetcher, VersionRecord baseVersion,
+        VersionRecord parent, (Dictionary<long, ChunkRef> Changes, long JournalBytes) frozen, IReadOnlyList<ChunkRef>? image, ChunkTag descriptorTag,
+        ChunkTag? workingSet, CancellationToken ct)
+    {
+        var changes = frozen.Changes;
+        var prepared = await Committer.PrepareAsync(parcel, site, fetcher, baseVersion, changes, image, descriptorTag, parent,
             Guid.NewGuid().ToString("N"), ct, workingSet);
         var blobs = changes.Values.Where(c => !c.IsZeroChunk).Select(c => c.Tag).Concat(image?.Select(c => c.Tag) ?? [])
-            .Concat(prepared.PageTags).Append(_descriptorTag).Concat(workingSet is { } w ? [w] : []).Distinct().Select(t => t.ToString()).ToList();
+            .Concat(prepared.PageTags).Append(descriptorTag).Concat(workingSet is { } w ? [w] : []).Distinct().Select(t => t.ToString()).ToList();
         // Continuing a version that was never checked in (disconnected): the new one replaces it and still needs its blobs.
-        if (PendingCommit.Load(_site.PendingCommitPath(_parcel.Name)) is { } earlier && earlier.Version.Mac == _base.Mac)
+        if (PendingCommit.Load(site.PendingCommitPath(parcel.Name)) is { } earlier && earlier.Version.Mac == baseVersion.Mac)
             blobs = blobs.Union(earlier.Blobs).ToList();
-        new PendingCommit(prepared.Version, blobs, _base.Number).Save(_site.PendingCommitPath(_parcel.Name));
+        new PendingCommit(prepared.Version, blobs, baseVersion.Number, changes.Select(c => new PendingChange(c.Key, c.Value.Tag.ToString())).ToList(),
+            frozen.JournalBytes).Save(site.PendingCommitPath(parcel.Name));
         KillPoint.Reach("session.after-pending-commit");
-        _parent = prepared.Version;
+        return prepared.Version;
+    }
+
+    /// <summary>
+    /// The VM stopped without a suspend and its session is gone (the daemon was killed): prepares the disk the guest
+    /// flushed, as the journal holds it, as a version without a memory image, as a suspend does after a QEMU crash.
+    /// </summary>
+    public static async Task<SuspendResult> KeepStoppedAsync(OpenedParcel parcel, SiteDirectory site, string why, IProgress<string>? progress, CancellationToken ct)
+    {
+        long started = Stopwatch.GetTimestamp();
+        if (File.Exists(site.PendingCommitPath(parcel.Name)))
+            throw new InvalidOperationException($"parcel '{parcel.Name}' has a version suspended at this site that is not checked in: run 'isr checkin {parcel.Name}' first");
+        progress?.Report($"{why}: keeping the disk as a version without a memory image (the next resume boots from the disk)");
+        var journalPath = site.JournalPath(parcel.Name);
+        Checkin.FinishJournalRebase(site, parcel.Name, parcel.Keys);
+        var baseVersion = parcel.Version(DirtyJournal.PeekBaseVersion(journalPath) ?? parcel.Head.Number);
+        (Dictionary<long, ChunkRef>, long) frozen;
+        using (var journal = DirtyJournal.Open(journalPath, baseVersion.Number, parcel.Keys)) frozen = (new(journal.Replayed), journal.Length);
+        using var fetcher = new ChunkFetcher(site.Cache, parcel.Home.Chunks, space: site.Space);
+        await PrepareVersionAsync(parcel, site, fetcher, baseVersion, parcel.Head, frozen, null, ChunkTag.Parse(baseVersion.DescriptorTag), null, ct);
+        site.UpdateLocal(parcel.Name, s => s with { Interrupted = null });
+        CheckinResult? committed = null;
+        if (parcel.Home is Homes.DirectoryParcelHome)
+        {
+            progress?.Report("committing a new version");
+            committed = await Checkin.RunAsync(site, parcel.Home, parcel.Name, releaseLock: false, null, ct);
+        }
+        return new SuspendResult(Stopwatch.GetElapsedTime(started).TotalSeconds, 0, 0, 0, committed, why);
     }
 
     public SessionStats Stats() => new(
@@ -281,11 +327,40 @@ public sealed class ParcelSession : IAsyncDisposable
         _disk.GuestWaitTime.TotalSeconds, _fetcher.Counters.CacheBytes, _fetcher.Counters.HomeBytes, _disk.DirtyChunks, _disk.DirtyBytes,
         _base.MemoryBytes, _vm?.ProcessId,
         _fetcher.Stalls.Select(w => $"chunk {w.Tag} since {w.Since:u} ({w.Attempts} attempts): {w.LastError}").ToList(), _vm?.Vnc?.ToString())
-        { Transfers = _transfers?.Stats(), LookasideBytes = _fetcher.Counters.LookasideBytes, Lookaside = _fetcher.Lookaside?.Stats };
+        { GuestClock = _guestClock, Transfers = _transfers?.Stats(), LookasideBytes = _fetcher.Counters.LookasideBytes, Lookaside = _fetcher.Lookaside?.Stats };
 
     private string State =>
         _stopped ?? _problem ?? (_fetcher.Stalls.Count > 0 ? $"paused: waiting for {_fetcher.Stalls.Count} chunks from {_parcel.Home.Describe}; continues by itself when they arrive"
             : _vm is { HasExited: false } ? "running" : "stopped");
+
+    /// <summary>
+    /// The guest's clock stood still while it was suspended: after the memory image is loaded it runs on from the
+    /// moment of the suspend. A guest agent, if the guest runs one, sets it to the site's time; never waited for.
+    /// </summary>
+    private void SetGuestClockInBackground()
+    {
+        if (_vm?.GuestAgentSocketPath is not { } socket)
+        {
+            _guestClock = "not set: this parcel's VM has no guest agent port (it was created without one)";
+            return;
+        }
+        _guestClock = "being set through the guest agent";
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await QemuGuestAgent.SetTimeAsync(socket, DateTimeOffset.UtcNow, GuestAgentTimeout, _stop.Token);
+                _guestClock = $"set to the site's time by the guest agent at {DateTimeOffset.UtcNow:u}";
+            }
+            catch (Exception e) when (e is TimeoutException or IOException or System.Net.Sockets.SocketException or QemuGuestAgentException
+                or System.Text.Json.JsonException)
+            {
+                _guestClock = $"not set: {e.Message}";
+            }
+            catch (OperationCanceledException) { return; }
+            Console.WriteLine($"{DateTimeOffset.UtcNow:O} session {Parcel}: guest clock {_guestClock}");
+        });
+    }
 
     /// <summary>A read failed (home unreachable, or a chunk that fails verification): QEMU paused the VM (rerror=stop).
     /// Watch the fetches and continue the VM when they have landed; QEMU then retries the read.</summary>
@@ -344,6 +419,7 @@ public sealed class ParcelSession : IAsyncDisposable
         _fetcher.Dispose();
         _fetcher.Lookaside?.Dispose();
         if (_vm != null) await _vm.DisposeAsync();
+        QemuRecord.Delete(_site, Parcel);
         if (!_stop.IsCancellationRequested) await StopServingAsync();
         _disk.Dispose();
     }

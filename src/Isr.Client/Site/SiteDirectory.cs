@@ -13,6 +13,11 @@ public sealed record ParcelLocalState
     public long? LastSeenHead { get; init; }
     public double? LastResumeSeconds { get; init; }
     public DateTimeOffset? LastResumed { get; init; }
+    /// <summary>Why the parcel's VM stopped without a suspend when its daemon died (set by the next daemon); null otherwise.</summary>
+    public string? Interrupted { get; init; }
+    /// <summary>Set when a check-in committed a version while the journal held later flushes too: the next command with
+    /// the keys moves those onto the committed version (<see cref="Session.Checkin.FinishJournalRebase"/>).</summary>
+    public Session.JournalRebase? JournalRebase { get; init; }
 }
 
 /// <summary>
@@ -54,6 +59,15 @@ public sealed class SiteDirectory
     public string ParcelDirectory(string parcel) => Path.Combine(Root, "parcels", parcel);
     public string JournalPath(string parcel) => Path.Combine(ParcelDirectory(parcel), "dirty.journal");
     public string SessionRunDirectory(string parcel) => Path.Combine(RunDirectory, parcel);
+    /// <summary>Present while `isr checkin --background` has not committed: a restarted daemon takes the check-in up again.</summary>
+    public string BackgroundCheckinPath(string parcel) => Path.Combine(ParcelDirectory(parcel), "background-checkin.json");
+
+    /// <summary>Every parcel this site keeps state for.</summary>
+    public IEnumerable<string> ParcelNames()
+    {
+        var root = Path.Combine(Root, "parcels");
+        return Directory.Exists(root) ? Directory.EnumerateDirectories(root).Select(Path.GetFileName).OfType<string>().Order() : [];
+    }
 
     /// <summary>This site's identity, made on first use: a random id and a name (the host name by default).</summary>
     public SiteIdentity Identity
