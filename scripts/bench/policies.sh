@@ -3,7 +3,7 @@
 # prefetch) x bandwidth (100 Mbit/s, 10, 1 over tc tbf), with the no-ISR local time and two peers in the same run:
 # ISR-1 copy-in of the compressed image files, and nbdkit-curl demand paging from nginx. Root, Debian bookworm.
 #
-#   scripts/bench/policies.sh [run] [--deadline YYYY-MM-DDTHH:MM] [--only KEY,...] [--max-runs N]
+#   scripts/bench/policies.sh [run] [--deadline YYYY-MM-DDTHH:MM] [--only KEY,...] [--max-runs N] [--latency-only]
 #   scripts/bench/policies.sh render
 #
 # run: installs what it needs, builds isr, isr-server and the realistic guest, makes the namespaces, prepares the
