@@ -18,6 +18,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
     private readonly Dictionary<string, BackgroundCheckin> _checkins = new();
     private readonly SemaphoreSlim _gate = new(1, 1);
     private DateTimeOffset _lastActivity = DateTimeOffset.UtcNow;
+    private static readonly DateTimeOffset DaemonStarted = System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime();
 
     public async Task RunAsync(CancellationToken ct)
     {
@@ -169,8 +170,14 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
     /// earlier suspend here, checks the history, and resumes.</summary>
     private async Task<ParcelSession> ResumeAsync(string parcel, DaemonRequest request, IProgress<string> progress, CancellationToken ct)
     {
+        var options = request.Resume ?? new ResumeOptions();
+        var trace = new ResumeTrace(options.ProcessStarted ?? options.CommandStarted ?? DateTimeOffset.UtcNow);
+        if (options.CommandStarted is { } parsed) trace.Mark("cli: command parsed", parsed);
+        if (DaemonStarted > (options.ProcessStarted ?? DateTimeOffset.MaxValue)) trace.Mark("daemon process started", DaemonStarted);
+        trace.Mark("daemon: request received");
         var home = HomeLocator.Open(site, request.Store);
         var secrets = await home.UnlockAsync(Require(request.Password), ct);
+        trace.Mark("keys unlocked");
         if (home is ServerParcelHome server)
         {
             var identity = site.Identity;
@@ -178,6 +185,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
             {
                 var token = await server.AcquireLockAsync(parcel, identity.Id, identity.Name, ct);
                 site.UpdateLocal(parcel, s => s with { LockToken = token });
+                trace.Mark("lock acquired");
             }
             catch (ServerUnreachableException e)
             {
@@ -197,15 +205,15 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
             pending = null;
         }
         var opened = await OpenedParcel.OpenAsync(home, secrets, parcel, ct);
+        trace.Mark("parcel opened, history verified");
         if (home is ServerParcelHome) OfflineHome.Save(site, opened.Info, opened.Versions);
         if (site.ReadLocal(parcel)?.LastSeenHead is long seen && opened.Head.Number < seen)
             progress.Report($"WARNING: the newest version of '{parcel}' at {home.Describe} is {opened.Head.Number}, older than version {seen} " +
                 "this site saw before: the home may be replaying an old state");
         site.UpdateLocal(parcel, s => s with { Store = home is DirectoryParcelHome d ? d.Root : "" });
-        var options = request.Resume ?? new ResumeOptions();
         var lookaside = Lookaside.LookasideSources.Open(options.Lookaside.Concat(Lookaside.LookasideSources.Configured(site)), site, secrets, opened.Codec,
             m => progress.Report("WARNING: " + m));
-        return await ParcelSession.ResumeAsync(opened, site, options, progress, ct, lookaside, fromPending: pending);
+        return await ParcelSession.ResumeAsync(opened, site, options, progress, ct, lookaside, fromPending: pending, trace: trace);
     }
 
     private static string Require(string? value) => value ?? throw new ArgumentException("request is missing a field");
