@@ -17,6 +17,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
     private readonly Dictionary<string, ParcelSession> _sessions = new();
     private readonly Dictionary<string, BackgroundCheckin> _checkins = new();
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly HeldKeys _keys = new();
     private DateTimeOffset _lastActivity = DateTimeOffset.UtcNow;
     private static readonly DateTimeOffset DaemonStarted = System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime();
 
@@ -28,6 +29,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(site.DaemonSocket, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         listener.Listen(16);
         log($"isr daemon {Environment.ProcessId} serving {site.Root}");
+        _ = WarmUpAsync();
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var idleWatch = WatchIdleAsync(stop);
         try
@@ -48,12 +50,30 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
         }
     }
 
+    /// <summary>What a first resume would wait for, done while the user is still typing: the QEMU probe (kept on disk
+    /// for later daemons too).</summary>
+    private async Task WarmUpAsync()
+    {
+        try { await Isr.Vmm.QemuInstallation.Locate().GetCapabilitiesAsync(); }
+        catch (Exception e) { log($"QEMU probe at start: {e.Message}"); } // the resume probes again and reports it
+    }
+
+    /// <summary>One authorised request to the server, so that the first resume finds the HTTPS and JSON code ready.</summary>
+    private async Task WarmUpServerAsync(LoginRecord login)
+    {
+        using var home = new ServerParcelHome(login);
+        try { await home.ListParcelsAsync(CancellationToken.None); }
+        catch (Exception e) { log($"server warm-up: {e.Message}"); } // the resume meets the same error and reports it
+    }
+
     private async Task WatchIdleAsync(CancellationTokenSource stop)
     {
         while (!stop.IsCancellationRequested)
         {
             try { await Task.Delay(TimeSpan.FromSeconds(1), stop.Token); } catch (OperationCanceledException) { return; }
-            if (_sessions.Count == 0 && _gate.CurrentCount == 1 && !_checkins.Values.Any(c => c.Running) && DateTimeOffset.UtcNow - _lastActivity > idleTimeout)
+            ForgetStaleKeys();
+            if (_sessions.Count == 0 && _gate.CurrentCount == 1 && !_checkins.Values.Any(c => c.Running) && !_keys.Holding &&
+                DateTimeOffset.UtcNow - _lastActivity > idleTimeout)
             {
                 log("idle with no sessions: exiting");
                 stop.Cancel();
@@ -106,6 +126,15 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
                 return _sessions.TryGetValue(Require(request.Parcel), out var running) ? running.Stats() : null;
             case "checkins":
                 lock (_checkins) return _checkins.Values.Select(c => c.Snapshot()).OrderBy(c => c.Parcel).ToArray();
+            case "keep-keys":
+                var login = site.Login ?? throw new InvalidOperationException("this site is not logged in");
+                _keys.Keep(login, request.KeyEncryptionKey ?? throw new ArgumentException("request is missing a field"),
+                    TimeSpan.FromSeconds(request.KeepSeconds ?? 0));
+                _ = WarmUpServerAsync(login);
+                return new { holding = true, until = DateTimeOffset.UtcNow.AddSeconds(request.KeepSeconds ?? 0) };
+            case "forget-keys":
+                _keys.Forget();
+                return new { holding = false };
         }
         await _gate.WaitAsync(ct);
         try
@@ -156,6 +185,14 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
         }
     }
 
+    /// <summary>A logout or a site wipe removes the login file: the keys go with it within a second.</summary>
+    private void ForgetStaleKeys()
+    {
+        if (!_keys.Holding) return;
+        try { _keys.Refresh(site.Login); }
+        catch (Exception e) when (e is IOException or System.Text.Json.JsonException) { _keys.Refresh(null); }
+    }
+
     private void RefuseDuringCheckin(string parcel, string action)
     {
         lock (_checkins)
@@ -176,8 +213,9 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<
         if (DaemonStarted > (options.ProcessStarted ?? DateTimeOffset.MaxValue)) trace.Mark("daemon process started", DaemonStarted);
         trace.Mark("daemon: request received");
         var home = HomeLocator.Open(site, request.Store);
-        var secrets = await home.UnlockAsync(Require(request.Password), ct);
-        trace.Mark("keys unlocked");
+        var held = home is ServerParcelHome logged ? _keys.For(logged.Login) : null;
+        var secrets = held ?? await home.UnlockAsync(request.Password ?? throw new PasswordNeededException($"a password is needed to open the keys for {home.Describe}"), ct);
+        trace.Mark(held is null ? "keys unlocked (Argon2id of the password)" : "keys held by the daemon since login");
         if (home is ServerParcelHome server)
         {
             var identity = site.Identity;
