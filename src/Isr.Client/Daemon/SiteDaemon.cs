@@ -10,7 +10,8 @@ namespace Isr.Client.Daemon;
 /// <summary>
 /// The one process per site state directory that owns the cache and runs a session per active parcel (NBD server,
 /// QEMU child, transfers). CLI commands connect to its socket; it exits after a quiet period with no sessions.
-/// Keys live only in this process's memory, for as long as a session needs them.
+/// Keys live only in this process's memory: for as long as a session needs them, and those handed over by `isr login`
+/// until they expire or the login ends (<see cref="HeldKeys"/>); while it holds keys the daemon does not exit when idle.
 /// </summary>
 public sealed class SiteDaemon(SiteDirectory site, TimeSpan idleTimeout, Action<string> log)
 {
