@@ -43,7 +43,7 @@ public sealed class Site(int index, string url, string fingerprint, string user,
     public async Task RunAsync(DateTime until, CancellationToken ct)
     {
         var siteId = $"site-{index}";
-        var login = await ServerParcelHome.LoginAsync(url, user, password, fingerprint, _ => false, siteId, siteId, ct);
+        var (login, _) = await ServerParcelHome.LoginAsync(url, user, password, fingerprint, _ => false, siteId, siteId, ct);
         using var home = new ServerParcelHome(login);
         var secrets = await home.UnlockAsync(password, ct);
         var keys = ParcelKeys.Generate();

@@ -380,7 +380,7 @@ def run_isr(policy, rate, rundir, with_workload, st):
         t_pong = ping(con)
         res = json.loads(out.stdout)  # the session's counters at cont (isr stat would also read keyring pages over the link)
         r.update(resume_s=round(t_pong - t0, 3), resume_cmd_s=round(t_ret - t0, 3), resume_to_cont_s=res.get("resumeSeconds"),
-                 home_bytes_at_cont=res.get("homeBytes"), transfers_at_cont=res.get("transfers"))
+                 home_bytes_at_cont=res.get("homeBytes"), transfers_at_cont=res.get("transfers"), trace=res.get("trace"))
         if with_workload:
             w, g = workload(con)
             s1 = site.stat().get("session") or {}
@@ -513,6 +513,7 @@ def run_matrix(args):
         for pass_no in range(1, max_target + 1):
             seen = {}
             for cell, rate, target, with_workload in items:
+                with_workload = with_workload and not args.latency_only
                 k = key(cell, rate)
                 seen[k] = seen.get(k, 0) + 1
                 if os.path.exists(state_path("stop")):
@@ -572,6 +573,7 @@ def main():
     ap.add_argument("--deadline", help="UTC YYYY-MM-DDTHH:MM: start no run expected to end after it")
     ap.add_argument("--only", help="comma-separated cell keys, e.g. isr:demand@10mbit")
     ap.add_argument("--max-runs", type=int, help="at most this many runs per cell (a smoke run: 1)")
+    ap.add_argument("--latency-only", action="store_true", help="resume latency alone: no workload run after the resume")
     ap.add_argument("--out", help="render: the Markdown file")
     args = ap.parse_args()
     ROOT = args.root

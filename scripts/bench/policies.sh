@@ -3,7 +3,7 @@
 # prefetch) x bandwidth (100 Mbit/s, 10, 1 over tc tbf), with the no-ISR local time and two peers in the same run:
 # ISR-1 copy-in of the compressed image files, and nbdkit-curl demand paging from nginx. Root, Debian bookworm.
 #
-#   scripts/bench/policies.sh [run] [--deadline YYYY-MM-DDTHH:MM] [--only KEY,...] [--max-runs N]
+#   scripts/bench/policies.sh [run] [--deadline YYYY-MM-DDTHH:MM] [--only KEY,...] [--max-runs N] [--latency-only]
 #   scripts/bench/policies.sh render
 #
 # run: installs what it needs, builds isr, isr-server and the realistic guest, makes the namespaces, prepares the
@@ -33,8 +33,10 @@ if [ "$cmd" = render ]; then
 fi
 
 bash scripts/guest-realistic/build.sh
+# ReadyToRun: compiled ahead, so a resume's CLI and daemon do not spend their start JIT-compiling (ahead of load here).
 for project in Isr.Cli Isr.Server; do
-    dotnet build "src/$project" -c Release -o "build/$project" -v quiet -nologo | grep -E " error |rror\(s\)" || true
+    dotnet publish "src/$project" -c Release -r linux-x64 --self-contained false -p:PublishReadyToRun=true -o "build/$project" -v quiet -nologo |
+        grep -E " error |rror\(s\)" || true
 done
 bash scripts/bench/netns.sh up >/dev/null
 python3 scripts/bench/policies.py run --root "$ROOT" --work "$ROOT/guest/out/bench-policies" --image "$ROOT/guest/out/realistic/disk.img" \

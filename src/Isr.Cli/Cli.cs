@@ -34,10 +34,14 @@ public static class Cli
     public static IParcelHome Home(ParseResult parse, SiteDirectory site, string? parcel) =>
         HomeLocator.Open(site, StorePath(parse, site, parcel));
 
+    /// <summary>The password from --password-file or ISR_PASSWORD, without prompting; null if neither is given.</summary>
+    public static string? GivenPassword(ParseResult parse) =>
+        parse.GetValue(PasswordFile) is { } file ? File.ReadAllText(file.FullName).TrimEnd('\r', '\n')
+            : Environment.GetEnvironmentVariable("ISR_PASSWORD") is { Length: > 0 } env ? env : null;
+
     public static string Password(ParseResult parse, bool confirm = false)
     {
-        if (parse.GetValue(PasswordFile) is { } file) return File.ReadAllText(file.FullName).TrimEnd('\r', '\n');
-        if (Environment.GetEnvironmentVariable("ISR_PASSWORD") is { Length: > 0 } env) return env;
+        if (GivenPassword(parse) is { } given) return given;
         if (Console.IsInputRedirected) throw new UsageException("a password is needed: use --password-file or ISR_PASSWORD when not on a terminal");
         var password = AnsiConsole.Prompt(new TextPrompt<string>("Password:").Secret());
         if (confirm && AnsiConsole.Prompt(new TextPrompt<string>("Repeat password:").Secret()) != password)
@@ -86,7 +90,7 @@ public static class Cli
             nameof(NotAuthorizedException) => 9,
             nameof(SiteCannotRunException) or nameof(DescriptorMismatchException) or nameof(QemuNotFoundException) => 6,
             nameof(ChunkIntegrityException) or nameof(MalformedDataException) => 7,
-            nameof(ArgumentException) => 2,
+            nameof(ArgumentException) or nameof(PasswordNeededException) => 2,
             _ => 1,
         }, e.Message),
         _ => (1, e.Message),

@@ -8,7 +8,7 @@ namespace Isr.Vmm;
 /// <summary>
 /// A QEMU binary at this site and what it can do. Probing starts a throwaway QEMU
 /// (<c>-machine none</c>) and asks over QMP, because the answers (machine aliases, version)
-/// depend on the exact build; results are cached per process and binary path.
+/// depend on the exact build; results are cached per process and binary path, and on disk (<see cref="CapabilitiesMemo"/>).
 /// </summary>
 public sealed class QemuInstallation
 {
@@ -52,7 +52,7 @@ public sealed class QemuInstallation
     /// <summary>Probes once per process (per binary); later calls return the cached result.</summary>
     public Task<SiteCapabilities> GetCapabilitiesAsync(CancellationToken cancellationToken = default)
     {
-        var lazy = Cache.GetOrAdd(BinaryPath, path => new Lazy<Task<SiteCapabilities>>(() => ProbeAsync(path)));
+        var lazy = Cache.GetOrAdd(BinaryPath, path => new Lazy<Task<SiteCapabilities>>(() => RecallOrProbeAsync(path)));
         var task = lazy.Value;
         // A failed probe (e.g. transient) must not poison the cache for the rest of the process.
         task.ContinueWith(t => Cache.TryRemove(new KeyValuePair<string, Lazy<Task<SiteCapabilities>>>(BinaryPath, lazy)),
@@ -69,6 +69,15 @@ public sealed class QemuInstallation
     }
 
     private static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(30);
+
+    private static async Task<SiteCapabilities> RecallOrProbeAsync(string binaryPath)
+    {
+        var memos = CapabilitiesMemo.DefaultDirectory();
+        if (CapabilitiesMemo.Recall(memos, binaryPath) is { } known) return known;
+        var probed = await ProbeAsync(binaryPath).ConfigureAwait(false);
+        CapabilitiesMemo.Keep(memos, binaryPath, probed);
+        return probed;
+    }
 
     private static async Task<SiteCapabilities> ProbeAsync(string binaryPath)
     {
@@ -157,7 +166,7 @@ public sealed class QemuInstallation
         return usable;
     }
 
-    private static bool KvmDeviceOpens()
+    internal static bool KvmDeviceOpens()
     {
         try
         {

@@ -73,7 +73,9 @@ public sealed class KillPointTests
         await using var a = new TestSite("site-a");
         await using var b = new TestSite("site-b");
         await using var server = await TestServer.StartAsync(a.Root, TestSite.Password);
-        foreach (var site in new[] { a, b }) await site.LoginAsync(server);
+        // No daemon at login (it keeps keys): the resume below must start it, with the kill point.
+        await a.LoginAsync(server, "--keep-keys", "0");
+        await b.LoginAsync(server);
         await a.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage());
         var console = Path.Combine(a.Root, "console-a.log");
         const string step = "session.after-pending-commit";
@@ -108,7 +110,7 @@ public sealed class KillPointTests
         TestEnvironment.RequireProgram("qemu-system-x86_64");
         await using var a = new TestSite("site-a");
         await using var server = await TestServer.StartAsync(a.Root, TestSite.Password);
-        await a.LoginAsync(server);
+        await a.LoginAsync(server, "--keep-keys", "0"); // the resume below starts the daemon, with the kill point
         await a.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage());
         var console = Path.Combine(a.Root, "console-1.log");
         const string step = "session.after-memory-image";

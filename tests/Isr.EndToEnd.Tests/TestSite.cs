@@ -93,9 +93,10 @@ public sealed class TestSite : IAsyncDisposable
         catch (IOException) { return true; }
     }
 
-    /// <summary>`isr login` to the test server, pinning its certificate.</summary>
-    public Task<string> LoginAsync(TestServer server) =>
-        IsrOkAsync("login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint);
+    /// <summary>`isr login` to the test server, pinning its certificate (and starting the daemon that keeps the keys,
+    /// unless <paramref name="extra"/> says --keep-keys 0).</summary>
+    public Task<string> LoginAsync(TestServer server, params string[] extra) =>
+        IsrOkAsync(["login", "--server", server.Url, "--user", TestServer.User, "--server-fingerprint", server.Fingerprint, .. extra]);
 
     public string DaemonLog()
     {

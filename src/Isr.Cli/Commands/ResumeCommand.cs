@@ -65,6 +65,7 @@ public static class ResumeCommand
                 Cold = parse.GetValue(cold),
                 Version = parse.GetValue(version),
                 CommandStarted = started,
+                ProcessStarted = System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime(),
                 DisplayEnvironment = new[] { "DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR" }
                     .Select(n => (n, v: Environment.GetEnvironmentVariable(n))).Where(e => !string.IsNullOrEmpty(e.v)).ToDictionary(e => e.n, e => e.v!),
                 Policy = parse.GetValue(policy),
@@ -72,8 +73,15 @@ public static class ResumeCommand
                 Lookaside = (parse.GetValue(lookaside) ?? []).Select(s => s.Contains("://") ? s : Path.GetFullPath(s)).ToList(),
                 TrickleBytesPerSecond = parse.GetValue(trickle) is { } rate ? Isr.Client.Transfer.TokenBucket.ParseRate(rate) ?? 0 : new ResumeOptions().TrickleBytesPerSecond,
             };
-            var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Password = Cli.Password(parse), Resume = options };
-            var result = await DaemonClient.SendAsync(site, request, m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct);
+            // The daemon holds the keys after `isr login`: the password is asked for only when it does not.
+            var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Password = Cli.GivenPassword(parse), Resume = options };
+            void Report(string m) { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }
+            JsonElement? result;
+            try { result = await DaemonClient.SendAsync(site, request, Report, ct); }
+            catch (DaemonException e) when (e.Kind == nameof(PasswordNeededException) && request.Password is null)
+            {
+                result = await DaemonClient.SendAsync(site, request with { Password = Cli.Password(parse) }, Report, ct);
+            }
             var stats = result!.Value.Deserialize<SessionStats>(DaemonJson.Options)!;
             var vncAddress = VncAddress(result.Value);
             Cli.Print(parse, stats, () =>

@@ -8,7 +8,9 @@ namespace Isr.Client.Daemon;
 /// The CLI ↔ site daemon protocol: one JSON request line per connection on ISR_HOME/run/daemon.sock (mode 0600, in a
 /// 0700 directory), answered by zero or more progress lines and one final line.
 /// <code>
-/// CLI → {"op":"resume","parcel":"p","store":"/s","password":"…","resume":{…}}
+/// CLI → {"op":"resume","parcel":"p","store":"/s","password":"…","resume":{…}}     (password: only if the daemon holds no keys)
+/// CLI → {"op":"keep-keys","keyEncryptionKey":"…","keepSeconds":43200}             (isr login)
+/// CLI → {"op":"forget-keys"}                                                     (isr logout, isr login --keep-keys 0)
 /// CLI ← {"kind":"progress","message":"loading the memory image"}
 /// CLI ← {"kind":"result","result":{…}}        or   {"kind":"error","error":"…","errorKind":"WrongPassword"}
 /// </code>
@@ -20,6 +22,9 @@ public sealed record DaemonRequest
     public string? Store { get; init; }
     public string? Password { get; init; }
     public ResumeOptions? Resume { get; init; }
+    /// <summary>keep-keys: the key-encryption key `isr login` derived, and for how long the daemon may hold the keys.</summary>
+    public byte[]? KeyEncryptionKey { get; init; }
+    public double? KeepSeconds { get; init; }
 }
 
 public sealed record DaemonReply

@@ -12,8 +12,9 @@ namespace Isr.Client.Daemon;
 /// The one process per site state directory that owns the cache and runs a session per active parcel (NBD server,
 /// QEMU child, transfers). CLI commands connect to its socket; it exits after a quiet period with no sessions and no
 /// background work (<paramref name="idleTimeout"/> null: never, the site-service mode). Keys live only in this process's
-/// memory, for as long as a session needs them. Meanwhile it hoards what other sites of the user request for this one
-/// (<see cref="HoardAgent"/>), keylessly.
+/// memory: for as long as a session needs them, and those handed over by `isr login` until they expire or the login ends
+/// (<see cref="HeldKeys"/>); while it holds keys the daemon does not exit when idle. Meanwhile it hoards what other sites
+/// of the user request for this one (<see cref="HoardAgent"/>), keylessly.
 /// </summary>
 public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action<string> log)
 {
@@ -21,7 +22,9 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
     private readonly Dictionary<string, ParcelSession> _sessions = new();
     private readonly Dictionary<string, BackgroundCheckin> _checkins = new();
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly HeldKeys _keys = new();
     private DateTimeOffset _lastActivity = DateTimeOffset.UtcNow;
+    private static readonly DateTimeOffset DaemonStarted = System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime();
 
     public async Task RunAsync(CancellationToken ct)
     {
@@ -31,6 +34,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(site.DaemonSocket, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         listener.Listen(16);
         log($"isr daemon {Environment.ProcessId} serving {site.Root}");
+        _ = WarmUpAsync();
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         // Before the first request: a VM or check-in the last daemon left must not meet a new request for its parcel.
         SiteRecovery.StopOrphanedVms(site, log);
@@ -56,13 +60,30 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         }
     }
 
+    /// <summary>What a first resume would wait for, done while the user is still typing: the QEMU probe (kept on disk
+    /// for later daemons too).</summary>
+    private async Task WarmUpAsync()
+    {
+        try { await Isr.Vmm.QemuInstallation.Locate().GetCapabilitiesAsync(); }
+        catch (Exception e) { log($"QEMU probe at start: {e.Message}"); } // the resume probes again and reports it
+    }
+
+    /// <summary>One authorised request to the server, so that the first resume finds the HTTPS and JSON code ready.</summary>
+    private async Task WarmUpServerAsync(LoginRecord login)
+    {
+        using var home = new ServerParcelHome(login);
+        try { await home.ListParcelsAsync(CancellationToken.None); }
+        catch (Exception e) { log($"server warm-up: {e.Message}"); } // the resume meets the same error and reports it
+    }
+
     private async Task WatchIdleAsync(CancellationTokenSource stop)
     {
         while (!stop.IsCancellationRequested)
         {
             try { await Task.Delay(TimeSpan.FromSeconds(1), stop.Token); } catch (OperationCanceledException) { return; }
+            ForgetStaleKeys();
             if (idleTimeout is { } idle && _sessions.Count == 0 && _gate.CurrentCount == 1 && !_checkins.Values.Any(c => c.Running) && !_hoards.Busy
-                && DateTimeOffset.UtcNow - _lastActivity > idle)
+                && !_keys.Holding && DateTimeOffset.UtcNow - _lastActivity > idle)
             {
                 log("idle with no sessions: exiting");
                 stop.Cancel();
@@ -117,6 +138,15 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                 lock (_checkins) return _checkins.Values.Select(c => c.Snapshot()).OrderBy(c => c.Parcel).ToArray();
             case "hoards":
                 return _hoards.Snapshot();
+            case "keep-keys":
+                var login = site.Login ?? throw new InvalidOperationException("this site is not logged in");
+                _keys.Keep(login, request.KeyEncryptionKey ?? throw new ArgumentException("request is missing a field"),
+                    TimeSpan.FromSeconds(request.KeepSeconds ?? 0));
+                _ = WarmUpServerAsync(login);
+                return new { holding = true, until = DateTimeOffset.UtcNow.AddSeconds(request.KeepSeconds ?? 0) };
+            case "forget-keys":
+                _keys.Forget();
+                return new { holding = false };
         }
         await _gate.WaitAsync(ct);
         try
@@ -201,6 +231,14 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
     /// <summary>What a background check-in needs to be started again: its home (null: the logged-in server).</summary>
     private sealed record BackgroundRequest(string? Store);
 
+    /// <summary>A logout or a site wipe removes the login file: the keys go with it within a second.</summary>
+    private void ForgetStaleKeys()
+    {
+        if (!_keys.Holding) return;
+        try { _keys.Refresh(site.Login); }
+        catch (Exception e) when (e is IOException or System.Text.Json.JsonException) { _keys.Refresh(null); }
+    }
+
     private void RefuseDuringCheckin(string parcel, string action)
     {
         lock (_checkins)
@@ -215,8 +253,15 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
     /// earlier suspend here, checks the history, and resumes.</summary>
     private async Task<ParcelSession> ResumeAsync(string parcel, DaemonRequest request, IProgress<string> progress, CancellationToken ct)
     {
+        var options = request.Resume ?? new ResumeOptions();
+        var trace = new ResumeTrace(options.ProcessStarted ?? options.CommandStarted ?? DateTimeOffset.UtcNow);
+        if (options.CommandStarted is { } parsed) trace.Mark("cli: command parsed", parsed);
+        if (DaemonStarted > (options.ProcessStarted ?? DateTimeOffset.MaxValue)) trace.Mark("daemon process started", DaemonStarted);
+        trace.Mark("daemon: request received");
         var home = HomeLocator.Open(site, request.Store);
-        var secrets = await home.UnlockAsync(Require(request.Password), ct);
+        var held = home is ServerParcelHome logged ? _keys.For(logged.Login) : null;
+        var secrets = held ?? await home.UnlockAsync(request.Password ?? throw new PasswordNeededException($"a password is needed to open the keys for {home.Describe}"), ct);
+        trace.Mark(held is null ? "keys unlocked (Argon2id of the password)" : "keys held by the daemon since login");
         if (home is ServerParcelHome server)
         {
             var identity = site.Identity;
@@ -224,6 +269,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
             {
                 var token = await server.AcquireLockAsync(parcel, identity.Id, identity.Name, ct);
                 site.UpdateLocal(parcel, s => s with { LockToken = token });
+                trace.Mark("lock acquired");
             }
             catch (ServerUnreachableException e)
             {
@@ -243,15 +289,15 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
             pending = null;
         }
         var opened = await OpenedParcel.OpenAsync(home, secrets, parcel, ct);
+        trace.Mark("parcel opened, history verified");
         if (home is ServerParcelHome) OfflineHome.Save(site, opened.Info, opened.Versions);
         if (site.ReadLocal(parcel)?.LastSeenHead is long seen && opened.Head.Number < seen)
             progress.Report($"WARNING: the newest version of '{parcel}' at {home.Describe} is {opened.Head.Number}, older than version {seen} " +
                 "this site saw before: the home may be replaying an old state");
         site.UpdateLocal(parcel, s => s with { Store = home is DirectoryParcelHome d ? d.Root : "" });
-        var options = request.Resume ?? new ResumeOptions();
         var lookaside = Lookaside.LookasideSources.Open(options.Lookaside.Concat(Lookaside.LookasideSources.Configured(site)), site, secrets, opened.Codec,
             m => progress.Report("WARNING: " + m));
-        return await ParcelSession.ResumeAsync(opened, site, options, progress, ct, lookaside, fromPending: pending);
+        return await ParcelSession.ResumeAsync(opened, site, options, progress, ct, lookaside, fromPending: pending, trace: trace);
     }
 
     private static string Require(string? value) => value ?? throw new ArgumentException("request is missing a field");

@@ -154,8 +154,9 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
 
     public void Dispose() => _server.Dispose();
 
-    /// <summary>Logs in: fetches the KDF parameters, derives the authentication secret (the password never leaves), returns what to keep.</summary>
-    public static async Task<LoginRecord> LoginAsync(string url, string user, string password, string? fingerprint, Func<string, bool> acceptFingerprint,
+    /// <summary>Logs in: fetches the KDF parameters, derives the authentication secret (the password never leaves), returns what to
+    /// keep on disk and the key-encryption key (for the site daemon's memory, never for the disk).</summary>
+    public static async Task<(LoginRecord Login, byte[] KeyEncryptionKey)> LoginAsync(string url, string user, string password, string? fingerprint, Func<string, bool> acceptFingerprint,
         string siteId, string siteName, CancellationToken ct)
     {
         using var first = new ServerConnection(url, fingerprint);
@@ -179,7 +180,7 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         {
             throw new NotAuthorizedException($"the account {user} is disabled at {url}: {e.Message}");
         }
-        return new LoginRecord(url, user, presented, answer.Token, answer.WrappedSecrets, answer.Kdf, answer.HoardToken);
+        return (new LoginRecord(url, user, presented, answer.Token, answer.WrappedSecrets, answer.Kdf, answer.HoardToken), keys.KeyEncryptionKey);
     }
 
     private sealed record PreloginAnswer(KdfParameters Kdf);

@@ -24,6 +24,8 @@ public sealed record ResumeOptions
     public long? Version { get; init; }
     /// <summary>When the user's command started, so resume latency covers the whole command.</summary>
     public DateTimeOffset? CommandStarted { get; init; }
+    /// <summary>When the user's `isr` process started: the origin of the resume's <see cref="ResumeTrace"/>.</summary>
+    public DateTimeOffset? ProcessStarted { get; init; }
     /// <summary>State-transfer policy: demand fetch (default) or baseline copy-in before the VM starts.</summary>
     public TransferPolicy Policy { get; init; } = TransferPolicy.Demand;
     /// <summary>Fetch ahead of the guest: the working set recorded at the previous resume (default), and optionally the rest of the disk.</summary>
@@ -46,6 +48,8 @@ public sealed record SessionStats(
     public IReadOnlyList<Lookaside.LookasideStats>? Lookaside { get; init; }
     /// <summary>Whether the guest agent set the guest's clock after the resume (null: a cold boot, which reads the clock itself).</summary>
     public string? GuestClock { get; init; }
+    /// <summary>The resume's timeline (<see cref="ResumeTrace"/>), from the CLI's start to <c>cont</c>.</summary>
+    public IReadOnlyList<ResumeStep>? Trace { get; init; }
 }
 
 /// <summary>Outcome of a suspend or sync. <see cref="Committed"/> is null while the version waits at this site for `isr checkin`.</summary>
@@ -75,6 +79,7 @@ public sealed class ParcelSession : IAsyncDisposable
     private double _resumeSeconds;
     private bool _cold;
     private SessionTransfers? _transfers;
+    private ResumeTrace? _trace;
     private int _watchingStalls;
     private volatile string? _stopped;   // why the VM is gone (guest power-off, QEMU crash), null while it runs
     private volatile string? _problem;   // why the VM is paused and will not continue by itself
@@ -100,7 +105,8 @@ public sealed class ParcelSession : IAsyncDisposable
     /// <param name="fromPending">Disconnected: the version suspended here and not yet checked in, to continue from. The
     /// next suspend's version replaces it, following the same committed parent, so one check-in later sends it all.</param>
     public static async Task<ParcelSession> ResumeAsync(OpenedParcel parcel, SiteDirectory site, ResumeOptions options,
-        IProgress<string>? progress, CancellationToken ct, Lookaside.LookasideChain? lookaside = null, PendingCommit? fromPending = null)
+        IProgress<string>? progress, CancellationToken ct, Lookaside.LookasideChain? lookaside = null, PendingCommit? fromPending = null,
+        ResumeTrace? trace = null)
     {
         Checkin.FinishJournalRebase(site, parcel.Name, parcel.Keys);
         if (fromPending is not null) ContinueFromPending(site, parcel, fromPending);
@@ -110,8 +116,10 @@ public sealed class ParcelSession : IAsyncDisposable
         var version = fromPending is not null ? fromPending.Version with { Number = fromPending.BaseVersion }
             : options.Version is long n ? parcel.Version(n) : parcel.Head;
         var descriptor = await parcel.ReadDescriptorAsync(version, fetcher, ct);
+        trace?.Mark("descriptor read");
         var installation = QemuInstallation.Locate();
         var capabilities = await installation.GetCapabilitiesAsync(ct);
+        trace?.Mark("qemu capabilities known");
         bool cold = options.Cold || !version.HasMemoryImage;
         var blocking = DescriptorCheck.Compare(descriptor, capabilities).Where(d => d.IsBlocking && (!cold || d.Field != DescriptorField.VmmVersion)).ToList();
         if (blocking.Count > 0)
@@ -132,7 +140,8 @@ public sealed class ParcelSession : IAsyncDisposable
                 SiteRecovery.KeepOrDiscard(parcel.Name) + ".");
         }
         var disk = new ParcelDisk(version, parcel.Keys, parcel.Codec, fetcher, journal);
-        var session = new ParcelSession(parcel, site, fetcher, disk, version, ChunkTag.Parse(version.DescriptorTag)) { _cold = cold };
+        var session = new ParcelSession(parcel, site, fetcher, disk, version, ChunkTag.Parse(version.DescriptorTag)) { _cold = cold, _trace = trace };
+        trace?.Mark("journal opened, nbd serving");
         try
         {
             session._transfers = new SessionTransfers(parcel, site, fetcher, disk, version, options, m => Console.Error.WriteLine($"isr daemon: {m}"));
@@ -151,15 +160,18 @@ public sealed class ParcelSession : IAsyncDisposable
             progress?.Report(cold ? "booting from the disk" : $"loading the memory image ({version.MemoryBytes / 1e6:F1} MB)");
             session._vm = await QemuVm.StartAsync(descriptor, siteOptions, incoming: !cold, ct);
             QemuRecord.Save(site, parcel.Name, session._vm.ProcessId, session.QmpSocket);
+            trace?.Mark("qemu started, qmp connected");
             session._vm.EventReceived += session.OnVmEvent;
             session._vm.ProcessExited += session.OnVmExited;
             if (!cold)
             {
                 var chunks = ChunkListTree.ReadAllAsync(version.MemoryRootTag, version.MemoryChunks, fetcher.LoadPageAsync, parcel.Keys, ct);
                 await session._vm.LoadStateAsync((stream, token) => MemoryImage.RestoreAsync(chunks, fetcher, parcel.Codec, stream, token), ct);
+                trace?.Mark("memory image loaded");
             }
             await session._vm.ContinueAsync(ct);
             if (!cold) session.SetGuestClockInBackground();
+            trace?.Mark("cont");
             // The working set only after cont: alongside the memory image it shared the link with it and delayed the
             // resume (10 Mbit/s: 31 s against 17 s without it), while the guest needs none of it before it runs.
             session._transfers.StartWorkingSetReplay();
@@ -327,7 +339,7 @@ public sealed class ParcelSession : IAsyncDisposable
         _disk.GuestWaitTime.TotalSeconds, _fetcher.Counters.CacheBytes, _fetcher.Counters.HomeBytes, _disk.DirtyChunks, _disk.DirtyBytes,
         _base.MemoryBytes, _vm?.ProcessId,
         _fetcher.Stalls.Select(w => $"chunk {w.Tag} since {w.Since:u} ({w.Attempts} attempts): {w.LastError}").ToList(), _vm?.Vnc?.ToString())
-        { GuestClock = _guestClock, Transfers = _transfers?.Stats(), LookasideBytes = _fetcher.Counters.LookasideBytes, Lookaside = _fetcher.Lookaside?.Stats };
+        { GuestClock = _guestClock, Transfers = _transfers?.Stats(), LookasideBytes = _fetcher.Counters.LookasideBytes, Lookaside = _fetcher.Lookaside?.Stats, Trace = _trace?.Steps };
 
     private string State =>
         _stopped ?? _problem ?? (_fetcher.Stalls.Count > 0 ? $"paused: waiting for {_fetcher.Stalls.Count} chunks from {_parcel.Home.Describe}; continues by itself when they arrive"
