@@ -77,9 +77,9 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
     [SkippableFact]
     public async Task Schema_has_a_version_and_initialising_again_changes_nothing()
     {
-        Assert.Equal(1, await SchemaVersionAsync(_store));
+        Assert.Equal(2, await SchemaVersionAsync(_store));
         await _store.InitializeAsync(Ct);
-        Assert.Equal(1, await SchemaVersionAsync(_store));
+        Assert.Equal(2, await SchemaVersionAsync(_store));
         Assert.Single(await _store.ListVersionsAsync(_parcel, Ct));
     }
 
@@ -184,6 +184,40 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         Assert.Equal(_now.ToUnixTimeMilliseconds(), (await _store.GetLockAsync(_parcel, Ct))!.LastContact.ToUnixTimeMilliseconds());
         await _store.TouchLockAsync(_parcel, token, later, Ct);
         Assert.Equal(later.ToUnixTimeMilliseconds(), (await _store.GetLockAsync(_parcel, Ct))!.LastContact.ToUnixTimeMilliseconds());
+    }
+
+    [SkippableFact]
+    public async Task Checkin_progress_comes_from_the_holder_only_and_ends_when_it_takes_the_lock_again_or_lets_go()
+    {
+        var token = await LockAsync("s1");
+        Assert.Null((await _store.GetLockAsync(_parcel, Ct))!.Checkin);
+        Assert.False(await _store.ReportCheckinAsync(_parcel, "other", 1, 2, _now, Ct));
+        Assert.Null((await _store.GetLockAsync(_parcel, Ct))!.Checkin);
+
+        var (start, later) = (_now.AddSeconds(5), _now.AddSeconds(9));
+        Assert.True(await _store.ReportCheckinAsync(_parcel, token, 0, null, start, Ct));
+        var first = (await _store.GetLockAsync(_parcel, Ct))!.Checkin!;
+        Assert.Equal((0L, (long?)null), (first.Sent, first.Total));
+        Assert.True(await _store.ReportCheckinAsync(_parcel, token, 40, 120, later, Ct));
+        var held = (await _store.GetLockAsync(_parcel, Ct))!;
+        Assert.Equal((40L, (long?)120L), (held.Checkin!.Sent, held.Checkin.Total));
+        Assert.Equal(start.ToUnixTimeMilliseconds(), held.Checkin.Started.ToUnixTimeMilliseconds()); // the first report's time
+        Assert.Equal(later.ToUnixTimeMilliseconds(), held.Checkin.Updated.ToUnixTimeMilliseconds());
+        Assert.Equal(later.ToUnixTimeMilliseconds(), held.LastContact.ToUnixTimeMilliseconds());
+        Assert.Equal(40, (await _store.GetParcelSummaryAsync(_parcel, Ct))!.Lock!.Checkin!.Sent); // listings show it too
+        var refused = await _store.AcquireLockAsync(_parcel, _user, "s2", "s2 name", later, Ct);
+        Assert.Equal(40, refused.Lock.Checkin!.Sent); // the site refused is told how far the check-in is
+
+        // the holder takes it again (a resume there): no longer checking in
+        var again = await _store.AcquireLockAsync(_parcel, _user, "s1", "s1 name", later, Ct);
+        Assert.Null(again.Lock.Checkin);
+        Assert.Null((await _store.GetLockAsync(_parcel, Ct))!.Checkin);
+
+        // once released, its reports are refused
+        Assert.True(await _store.ReportCheckinAsync(_parcel, token, 1, 2, later, Ct));
+        Assert.Equal(LockRelease.Released, await _store.ReleaseLockAsync(_parcel, token, Ct));
+        Assert.False(await _store.ReportCheckinAsync(_parcel, token, 2, 2, later, Ct));
+        Assert.Null(await _store.GetLockAsync(_parcel, Ct));
     }
 
     [SkippableFact]
@@ -397,7 +431,7 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         var database = await NewDatabaseAsync();
         var servers = Enumerable.Range(0, Servers * CallersPerServer).Select(_ => OpenTracked(database)).ToList();
         await Task.WhenAll(servers.Select(s => Task.Run(() => s.InitializeAsync(Ct))));
-        Assert.Equal(1, await SchemaVersionAsync(servers[0]));
+        Assert.Equal(2, await SchemaVersionAsync(servers[0]));
         var secrets = await Task.WhenAll(servers.Select(s => s.GetServerSecretAsync(Ct)));
         Assert.All(secrets, s => Assert.Equal(secrets[0], s));
         Assert.Equal(32, secrets[0].Length);
