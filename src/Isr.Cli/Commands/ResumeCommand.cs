@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Text.Json;
 using Isr.Client.Daemon;
+using Isr.Client.Homes;
 using Isr.Client.Session;
+using Isr.Client.Site;
 using Isr.Vmm;
 using Spectre.Console;
 
@@ -39,9 +41,20 @@ public static class ResumeCommand
             Description = "Ask this source for blobs before the home (repeatable): a dongle directory, media indexed with 'isr lookaside index', a jukebox URL",
             AllowMultipleArgumentsPerToken = false,
         };
+        var noWait = new Option<bool>("--no-wait")
+        {
+            Description = "If another site holds the lock while checking the parcel in, fail at once instead of waiting for its commit",
+        };
+        var staleAfter = new Option<int>("--stale-after")
+        {
+            Description = "Stop waiting for another site's check-in once it has reported no progress for this many seconds",
+            HelpName = "SECONDS",
+            DefaultValueFactory = _ => (int)CheckinWait.DefaultStaleAfter.TotalSeconds,
+        };
         var command = new Command("resume", "Resume the parcel's VM at this site: continue where it was suspended")
         {
-            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, serialPipe, cold, yes, version, policy, prefetch, trickle, lookaside, Cli.Json,
+            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, serialPipe, cold, yes, version, policy, prefetch, trickle, lookaside,
+            noWait, staleAfter, Cli.Json,
         };
         command.Validators.Add(r =>
         {
@@ -49,6 +62,8 @@ public static class ResumeCommand
                 r.AddError("--headless and --vnc cannot be used together.");
             if (r.GetValue(serial) is not null && r.GetValue(serialPipe) is not null)
                 r.AddError("--serial and --serial-pipe cannot be used together.");
+            if (r.GetValue(staleAfter) <= 0)
+                r.AddError("--stale-after must be a positive number of seconds.");
         });
         command.SetAction(async (parse, ct) =>
         {
@@ -72,6 +87,7 @@ public static class ResumeCommand
                 Lookaside = (parse.GetValue(lookaside) ?? []).Select(s => s.Contains("://") ? s : Path.GetFullPath(s)).ToList(),
                 TrickleBytesPerSecond = parse.GetValue(trickle) is { } rate ? Isr.Client.Transfer.TokenBucket.ParseRate(rate) ?? 0 : new ResumeOptions().TrickleBytesPerSecond,
             };
+            if (!parse.GetValue(noWait)) await WaitForCheckinElsewhereAsync(parse, site, name, TimeSpan.FromSeconds(parse.GetValue(staleAfter)), ct);
             var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Password = Cli.Password(parse), Resume = options };
             var result = await DaemonClient.SendAsync(site, request, m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct);
             var stats = result!.Value.Deserialize<SessionStats>(DaemonJson.Options)!;
@@ -86,6 +102,33 @@ public static class ResumeCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Another site holding the lock while it checks the parcel in: wait for its commit, showing its progress,
+    /// so that the daemon then takes the lock and resumes the version it committed. Only reads: Ctrl-C changes nothing.</summary>
+    private static async Task WaitForCheckinElsewhereAsync(ParseResult parse, SiteDirectory site, string name, TimeSpan staleAfter, CancellationToken ct)
+    {
+        if (Cli.Home(parse, site, name) is not ServerParcelHome server) return; // store directories have no locks
+        using (server)
+        {
+            LockInfo? waitedFor = null;
+            try
+            {
+                await Progress.WaitAsync(parse, report => CheckinWait.WaitAsync(server, name, site.Identity.Id, staleAfter,
+                    new InlineProgress<LockInfo>(holder => report.Report(Describe(waitedFor = holder))), TimeProvider.System, ct));
+            }
+            catch (ServerUnreachableException) { return; } // the daemon decides: disconnected under this site's lock, or a clear refusal
+            if (waitedFor is not null && !parse.GetValue(Cli.Json))
+                Console.Error.WriteLine($"isr: site '{waitedFor.SiteName}' finished checking '{name}' in; resuming the version it committed");
+        }
+    }
+
+    private static Progress.Waiting Describe(LockInfo holder)
+    {
+        var c = holder.Checkin!;
+        var text = $"waiting for the check-in at site '{holder.SiteName}': {Cli.Bytes(c.Sent)}" + (c.Total is { } t ? $" of {Cli.Bytes(t)} sent" : " sent");
+        return new(text, c.Total is > 0 ? Math.Min(1.0, c.Sent / (double)c.Total.Value) : null,
+            new { site = holder.SiteName, siteId = holder.SiteId, sent = c.Sent, total = c.Total, started = c.Started, updated = c.Updated });
     }
 
     /// <summary>
