@@ -145,6 +145,57 @@ public sealed class CheckinWaitTests(CheckinWaitTests.TwoSites sites) : IClassFi
         Assert.Equal("forbidden", late.Code); // a report after the lock is let go is refused
     }
 
+    /// <summary>The whole story with real QEMU and the CLI: A checks in, its upload held before the commit; B's resume
+    /// waits, saying so with A's progress; once A is let go and commits, B resumes that new version where A's guest stopped.</summary>
+    [Fact]
+    public async Task Resume_at_site_B_waits_for_site_As_check_in_and_resumes_what_it_committed()
+    {
+        TestEnvironment.RequireProgram("qemu-system-x86_64");
+        await using var a = new TestSite("site-a");
+        await using var b = new TestSite("site-b");
+        await using var server = await TestServer.StartAsync(a.Root, TestSite.Password);
+        foreach (var site in new[] { a, b }) await site.LoginAsync(server);
+        var consoleA = await CycleSteps.CreateAndBootAsync(a);
+        var timeout = TimeSpan.FromMinutes(3);
+
+        // While A's VM runs, B is refused at once: nothing is on its way.
+        var (running, _, runningErr) = await b.IsrAsync("resume", "box", "--headless");
+        Assert.Equal(5, running);
+        Assert.Contains("locked by site 'site-a'", runningErr);
+        Assert.DoesNotContain("waiting", runningErr);
+
+        await a.IsrJsonAsync("suspend", "box");
+        var last = SerialConsole.Ticks(consoleA)[^1];
+        var release = Path.Combine(a.Root, "release-checkin");
+        await using var checkin = a.IsrStart(["checkin", "box"], new() { ["ISR_PAUSE_AT"] = $"checkin.after-upload:{release}" });
+        await checkin.WaitForStderrAsync("paused at checkin.after-upload", timeout);
+
+        // --no-wait keeps the old immediate refusal.
+        var (noWait, _, noWaitErr) = await b.IsrAsync("resume", "box", "--headless", "--no-wait");
+        Assert.Equal(5, noWait);
+        Assert.Contains("locked by site 'site-a'", noWaitErr);
+
+        var consoleB = Path.Combine(b.Root, "console-b.log");
+        await using var resume = b.IsrStart(["resume", "box", "--headless", "--serial", consoleB]);
+        var waiting = await resume.WaitForStderrAsync("waiting for the check-in at site 'site-a'", timeout);
+        Assert.Matches(@"^isr: waiting for the check-in at site 'site-a': \d+\.\d MiB of \d+\.\d MiB sent$", waiting);
+
+        File.WriteAllText(release, "");
+        var (codeA, outA, errA) = await checkin.ExitAsync(timeout);
+        Assert.True(codeA == 0, $"site A's check-in exited {codeA}: {errA}");
+        Assert.Contains("box is at version 2", outA);
+        var (codeB, outB, errB) = await resume.ExitAsync(timeout);
+        Assert.True(codeB == 0, $"site B's resume exited {codeB}: {errB}\n{b.DaemonLog()}");
+        Assert.Contains("isr: site 'site-a' finished checking 'box' in; resuming the version it committed", errB);
+        Assert.Matches(@"resumed \S*box\S* version 2 in ", outB); // (the name in bold)
+
+        // B runs what A committed: the same memory, the counter one or two ticks on from A's last.
+        var first = (await CycleSteps.WaitForTicksAsync(b, consoleB, 1))[0];
+        Assert.Equal((last.Seed, last.Boot), (first.Seed, first.Boot));
+        Assert.InRange(first.Counter, last.Counter + 1, last.Counter + 2);
+        await b.IsrJsonAsync("suspend", "box");
+    }
+
     /// <summary>The lock's check-in as B sees it, once it satisfies <paramref name="done"/> (reports come every
     /// <see cref="CheckinReporter.Interval"/>; bounded at a minute).</summary>
     private static async Task<Isr.Storage.Metadata.LockCheckin> PollAsync(ServerParcelHome home, Func<Isr.Storage.Metadata.LockCheckin, bool> done)

@@ -62,8 +62,6 @@ public static class ResumeCommand
                 r.AddError("--headless and --vnc cannot be used together.");
             if (r.GetValue(serial) is not null && r.GetValue(serialPipe) is not null)
                 r.AddError("--serial and --serial-pipe cannot be used together.");
-            if (r.GetValue(staleAfter) <= 0)
-                r.AddError("--stale-after must be a positive number of seconds.");
         });
         command.SetAction(async (parse, ct) =>
         {
@@ -87,6 +85,7 @@ public static class ResumeCommand
                 Lookaside = (parse.GetValue(lookaside) ?? []).Select(s => s.Contains("://") ? s : Path.GetFullPath(s)).ToList(),
                 TrickleBytesPerSecond = parse.GetValue(trickle) is { } rate ? Isr.Client.Transfer.TokenBucket.ParseRate(rate) ?? 0 : new ResumeOptions().TrickleBytesPerSecond,
             };
+            if (parse.GetValue(staleAfter) <= 0) throw new UsageException("--stale-after must be a positive number of seconds");
             if (!parse.GetValue(noWait)) await WaitForCheckinElsewhereAsync(parse, site, name, TimeSpan.FromSeconds(parse.GetValue(staleAfter)), ct);
             var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Password = Cli.Password(parse), Resume = options };
             var result = await DaemonClient.SendAsync(site, request, m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct);
