@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Isr.Client.Homes;
 using Isr.Client.Session;
 using Isr.Client.Site;
@@ -143,6 +144,26 @@ public sealed class CheckinWaitTests(CheckinWaitTests.TwoSites sites) : IClassFi
         await sites.HomeA.ReleaseLockAsync("box", token, default);
         var late = await Assert.ThrowsAsync<ServerException>(() => sites.HomeA.ReportCheckinAsync("box", token, 1, 2, default).AsTask());
         Assert.Equal("forbidden", late.Code); // a report after the lock is let go is refused
+    }
+
+    [Fact]
+    public async Task The_cli_under_json_prints_the_wait_on_stderr_and_ctrl_c_changes_nothing()
+    {
+        var token = await sites.FreshLockAtAAsync();
+        await sites.HomeA.ReportCheckinAsync("box", token, 3 << 20, 9 << 20, default);
+        await using (var resume = sites.B.IsrStart(["resume", "box", "--headless", "--json", "--stale-after", "3600"]))
+        {
+            var line = await resume.WaitForStderrAsync("{\"waiting\":", TimeSpan.FromMinutes(2));
+            var waiting = JsonDocument.Parse(line).RootElement.GetProperty("waiting");
+            Assert.Equal(("site-a", 3L << 20, 9L << 20), (waiting.GetProperty("site").GetString(), waiting.GetProperty("sent").GetInt64(),
+                waiting.GetProperty("total").GetInt64()));
+            await resume.InterruptAsync();
+            var (code, stdout, stderr) = await resume.ExitAsync(TimeSpan.FromMinutes(1));
+            Assert.True(code == 130, $"exit {code}: {stderr}");
+            Assert.Equal("", stdout);
+        }
+        var holder = (await sites.HomeB.GetLockAsync("box", default))!; // still A's, still checking in
+        Assert.Equal(("site-a", 3L << 20), (holder.SiteName, holder.Checkin!.Sent));
     }
 
     /// <summary>The whole story with real QEMU and the CLI: A checks in, its upload held before the commit; B's resume

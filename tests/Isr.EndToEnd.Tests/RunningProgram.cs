@@ -57,6 +57,13 @@ public sealed class RunningProgram : IAsyncDisposable
         lock (_stderr) return _stderr.FirstOrDefault(l => l.Contains(text, StringComparison.Ordinal));
     }
 
+    /// <summary>Ctrl-C: SIGINT to the program (by its PID).</summary>
+    public async Task InterruptAsync()
+    {
+        using var kill = Process.Start("kill", ["-INT", _process.Id.ToString()]);
+        await kill.WaitForExitAsync();
+    }
+
     public async Task<(int Code, string Stdout, string Stderr)> ExitAsync(TimeSpan timeout)
     {
         using var cts = new CancellationTokenSource(timeout);
