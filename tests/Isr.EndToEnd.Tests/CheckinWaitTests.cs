@@ -164,6 +164,9 @@ public sealed class CheckinWaitTests(CheckinWaitTests.TwoSites sites) : IClassFi
         }
         var holder = (await sites.HomeB.GetLockAsync("box", default))!; // still A's, still checking in
         Assert.Equal(("site-a", 3L << 20), (holder.SiteName, holder.Checkin!.Sent));
+        var shown = await sites.B.IsrOkAsync("lock", "box");
+        Assert.Contains("locked by site 'site-a'", shown);
+        Assert.Contains("; checking it in: 3.0 MiB of 9.0 MiB sent, last report ", shown);
     }
 
     /// <summary>The whole story with real QEMU and the CLI: A checks in, its upload held before the commit; B's resume
