@@ -23,6 +23,8 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
     /// <summary>A store instance over <paramref name="database"/> — each its own connections, as another server has.</summary>
     protected abstract IMetadataStore Open(string database);
     protected abstract Task<int> SchemaVersionAsync(IMetadataStore store);
+    /// <summary>Runs <paramref name="sql"/> on <paramref name="database"/> directly (to shape a database as an older server left it).</summary>
+    protected abstract Task ExecuteSqlAsync(string database, string sql);
 
     protected string Database { get; private set; } = "";
 
@@ -218,6 +220,27 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         Assert.Equal(LockRelease.Released, await _store.ReleaseLockAsync(_parcel, token, Ct));
         Assert.False(await _store.ReportCheckinAsync(_parcel, token, 2, 2, later, Ct));
         Assert.Null(await _store.GetLockAsync(_parcel, Ct));
+    }
+
+    [SkippableFact]
+    public async Task Migration_2_adds_checkin_progress_to_a_database_with_a_lock_held_at_schema_1()
+    {
+        var token = await LockAsync("s1");
+        await ExecuteSqlAsync(Database, """
+            ALTER TABLE locks DROP COLUMN checkin_sent;
+            ALTER TABLE locks DROP COLUMN checkin_total;
+            ALTER TABLE locks DROP COLUMN checkin_started;
+            ALTER TABLE locks DROP COLUMN checkin_updated;
+            DELETE FROM schema_version WHERE version = 2;
+            """);
+        Assert.Equal(1, await SchemaVersionAsync(_store));
+        var upgraded = OpenTracked(Database);
+        await upgraded.InitializeAsync(Ct);
+        Assert.Equal(2, await SchemaVersionAsync(upgraded));
+        var held = (await upgraded.GetLockAsync(_parcel, Ct))!;
+        Assert.Equal(("s1", (LockCheckin?)null), (held.SiteId, held.Checkin));
+        Assert.True(await upgraded.ReportCheckinAsync(_parcel, token, 1, 2, _now, Ct));
+        Assert.Equal(1, (await upgraded.GetLockAsync(_parcel, Ct))!.Checkin!.Sent);
     }
 
     [SkippableFact]
