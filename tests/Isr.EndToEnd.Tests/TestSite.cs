@@ -29,12 +29,19 @@ public sealed class TestSite : IAsyncDisposable
     public async Task<(int Code, string Stdout, string Stderr)> IsrWithPasswordAsync(string password, params string[] args) =>
         await IsrWithPasswordAsync(password, args, null);
 
-    private async Task<(int Code, string Stdout, string Stderr)> IsrWithPasswordAsync(string password, string[] args, Dictionary<string, string>? extra)
+    private async Task<(int Code, string Stdout, string Stderr)> IsrWithPasswordAsync(string password, string[] args, Dictionary<string, string>? extra) =>
+        await TestEnvironment.RunAsync("dotnet", [TestEnvironment.IsrDll, .. args], Environment(password, extra), TimeSpan.FromMinutes(3));
+
+    private Dictionary<string, string> Environment(string password, Dictionary<string, string>? extra)
     {
         var env = new Dictionary<string, string> { ["ISR_HOME"] = Home, ["ISR_PASSWORD"] = password, ["DISPLAY"] = "", ["ISR_SITE_NAME"] = Name };
         foreach (var (k, v) in extra ?? []) env[k] = v;
-        return await TestEnvironment.RunAsync("dotnet", [TestEnvironment.IsrDll, .. args], env, TimeSpan.FromMinutes(3));
+        return env;
     }
+
+    /// <summary>Starts isr without waiting for it, so that a test can act while it runs (read its stderr as it comes).</summary>
+    public RunningProgram IsrStart(string[] args, Dictionary<string, string>? extra = null) =>
+        RunningProgram.Start("dotnet", [TestEnvironment.IsrDll, .. args], Environment(Password, extra));
 
     /// <summary>Runs isr and requires exit code 0; returns stdout.</summary>
     public async Task<string> IsrOkAsync(params string[] args)

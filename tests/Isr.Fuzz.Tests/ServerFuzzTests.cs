@@ -278,6 +278,8 @@ public sealed class ServerFuzzTests(ITestOutputHelper output)
             ]),
             new("prelogin", HttpMethod.Post, _ => "/api/v1/prelogin", true, false, false,
                 [new(json(new { user = userName })), new(json(new { user = "nobody" }))]),
+            new("lock-checkin", HttpMethod.Put, _ => $"/api/v1/parcels/{parcelName}/lock/checkin", true, true, true,
+                [new(json(new { sent = 40, total = 120 })), new(json(new { sent = 0 }))]),
             new("versions", HttpMethod.Post,
                 rng => rng.Next(20) == 0 ? $"/api/v1/parcels/{Uri.EscapeDataString(Mutator.RandomText(rng, 80))}/versions" : $"/api/v1/parcels/{parcelName}/versions",
                 true, true, true,

@@ -12,7 +12,7 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
 {
     protected static readonly CancellationToken Ct = CancellationToken.None;
     /// <summary>Migrations every engine runs (1: initial schema, 2: hoard).</summary>
-    private const int CurrentSchema = 2;
+    private const int CurrentSchema = 3;
     private readonly List<IMetadataStore> _opened = [];
     private IMetadataStore _store = null!;
     private readonly DateTimeOffset _now = DateTimeOffset.UtcNow;
@@ -25,6 +25,8 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
     /// <summary>A store instance over <paramref name="database"/> — each its own connections, as another server has.</summary>
     protected abstract IMetadataStore Open(string database);
     protected abstract Task<int> SchemaVersionAsync(IMetadataStore store);
+    /// <summary>Runs <paramref name="sql"/> on <paramref name="database"/> directly (to shape a database as an older server left it).</summary>
+    protected abstract Task ExecuteSqlAsync(string database, string sql);
 
     protected string Database { get; private set; } = "";
 
@@ -186,6 +188,61 @@ public abstract class MetadataStoreContract : IAsyncLifetime, IDisposable
         Assert.Equal(_now.ToUnixTimeMilliseconds(), (await _store.GetLockAsync(_parcel, Ct))!.LastContact.ToUnixTimeMilliseconds());
         await _store.TouchLockAsync(_parcel, token, later, Ct);
         Assert.Equal(later.ToUnixTimeMilliseconds(), (await _store.GetLockAsync(_parcel, Ct))!.LastContact.ToUnixTimeMilliseconds());
+    }
+
+    [SkippableFact]
+    public async Task Checkin_progress_comes_from_the_holder_only_and_ends_when_it_takes_the_lock_again_or_lets_go()
+    {
+        var token = await LockAsync("s1");
+        Assert.Null((await _store.GetLockAsync(_parcel, Ct))!.Checkin);
+        Assert.False(await _store.ReportCheckinAsync(_parcel, "other", 1, 2, _now, Ct));
+        Assert.Null((await _store.GetLockAsync(_parcel, Ct))!.Checkin);
+
+        var (start, later) = (_now.AddSeconds(5), _now.AddSeconds(9));
+        Assert.True(await _store.ReportCheckinAsync(_parcel, token, 0, null, start, Ct));
+        var first = (await _store.GetLockAsync(_parcel, Ct))!.Checkin!;
+        Assert.Equal((0L, (long?)null), (first.Sent, first.Total));
+        Assert.True(await _store.ReportCheckinAsync(_parcel, token, 40, 120, later, Ct));
+        var held = (await _store.GetLockAsync(_parcel, Ct))!;
+        Assert.Equal((40L, (long?)120L), (held.Checkin!.Sent, held.Checkin.Total));
+        Assert.Equal(start.ToUnixTimeMilliseconds(), held.Checkin.Started.ToUnixTimeMilliseconds()); // the first report's time
+        Assert.Equal(later.ToUnixTimeMilliseconds(), held.Checkin.Updated.ToUnixTimeMilliseconds());
+        Assert.Equal(later.ToUnixTimeMilliseconds(), held.LastContact.ToUnixTimeMilliseconds());
+        Assert.Equal(40, (await _store.GetParcelSummaryAsync(_parcel, Ct))!.Lock!.Checkin!.Sent); // listings show it too
+        var refused = await _store.AcquireLockAsync(_parcel, _user, "s2", "s2 name", later, Ct);
+        Assert.Equal(40, refused.Lock.Checkin!.Sent); // the site refused is told how far the check-in is
+
+        // the holder takes it again (a resume there): no longer checking in
+        var again = await _store.AcquireLockAsync(_parcel, _user, "s1", "s1 name", later, Ct);
+        Assert.Null(again.Lock.Checkin);
+        Assert.Null((await _store.GetLockAsync(_parcel, Ct))!.Checkin);
+
+        // once released, its reports are refused
+        Assert.True(await _store.ReportCheckinAsync(_parcel, token, 1, 2, later, Ct));
+        Assert.Equal(LockRelease.Released, await _store.ReleaseLockAsync(_parcel, token, Ct));
+        Assert.False(await _store.ReportCheckinAsync(_parcel, token, 2, 2, later, Ct));
+        Assert.Null(await _store.GetLockAsync(_parcel, Ct));
+    }
+
+    [SkippableFact]
+    public async Task Migration_3_adds_checkin_progress_to_a_database_with_a_lock_held_at_schema_2()
+    {
+        var token = await LockAsync("s1");
+        await ExecuteSqlAsync(Database, """
+            ALTER TABLE locks DROP COLUMN checkin_sent;
+            ALTER TABLE locks DROP COLUMN checkin_total;
+            ALTER TABLE locks DROP COLUMN checkin_started;
+            ALTER TABLE locks DROP COLUMN checkin_updated;
+            DELETE FROM schema_version WHERE version = 3;
+            """);
+        Assert.Equal(2, await SchemaVersionAsync(_store));
+        var upgraded = OpenTracked(Database);
+        await upgraded.InitializeAsync(Ct);
+        Assert.Equal(3, await SchemaVersionAsync(upgraded));
+        var held = (await upgraded.GetLockAsync(_parcel, Ct))!;
+        Assert.Equal(("s1", (LockCheckin?)null), (held.SiteId, held.Checkin));
+        Assert.True(await upgraded.ReportCheckinAsync(_parcel, token, 1, 2, _now, Ct));
+        Assert.Equal(1, (await upgraded.GetLockAsync(_parcel, Ct))!.Checkin!.Sent);
     }
 
     [SkippableFact]

@@ -291,6 +291,30 @@ public class ParcelApiTests : IAsyncLifetime, IDisposable
         var after = await (await _client.Http.GetAsync("/api/v1/parcels/vm1/lock")).BodyAsync();
         Assert.True(after.GetProperty("lastContact").GetDateTimeOffset() >= acquired + TimeSpan.FromHours(2));
     }
+
+    [SkippableFact]
+    public async Task Checkin_progress_needs_the_current_lock_token_and_shows_in_the_lock()
+    {
+        async Task<HttpResponseMessage> Report(object body, string? token)
+        {
+            var request = new HttpRequestMessage(HttpMethod.Put, "/api/v1/parcels/vm1/lock/checkin") { Content = JsonContent.Create(body) };
+            if (token is not null) request.Headers.Add("Isr-Lock-Token", token);
+            return await _client.Http.SendAsync(request);
+        }
+        var (token, body) = await _client.LockAsync("vm1", "site-a");
+        Assert.False(body.GetProperty("lock").TryGetProperty("checkin", out _)); // absent, not null: old clients see what they knew
+        using (var noHeader = await Report(new { sent = 1 }, null)) Assert.Equal(HttpStatusCode.BadRequest, noHeader.StatusCode);
+        using (var negative = await Report(new { sent = -1 }, token)) Assert.Equal(HttpStatusCode.BadRequest, negative.StatusCode);
+        using (var stranger = await Report(new { sent = 1 }, "not-a-lock")) Assert.Equal("forbidden", await stranger.ErrorCodeAsync());
+        using (var ok = await Report(new { sent = 40, total = 120 }, token)) Assert.Equal(HttpStatusCode.NoContent, ok.StatusCode);
+
+        var held = await (await _client.Http.GetAsync("/api/v1/parcels/vm1/lock")).BodyAsync();
+        var checkin = held.GetProperty("checkin");
+        Assert.Equal((40, 120), (checkin.GetProperty("sent").GetInt64(), checkin.GetProperty("total").GetInt64()));
+        Assert.Equal(_server.Clock.Now.ToUnixTimeMilliseconds(), checkin.GetProperty("updated").GetDateTimeOffset().ToUnixTimeMilliseconds());
+        using var refused = await _client.PostJsonAsync("/api/v1/parcels/vm1/lock", new { siteId = "site-b", siteName = "laptop" });
+        Assert.Equal(40, (await refused.BodyAsync()).GetProperty("lock").GetProperty("checkin").GetProperty("sent").GetInt64());
+    }
 }
 
 /// <summary>The same tests with the metadata in PostgreSQL.</summary>

@@ -11,4 +11,12 @@ public sealed class PostgresMetadataStoreTests(PostgresServer postgres) : Metada
     protected override IMetadataStore Open(string database) => new PostgresMetadataStore(database);
 
     protected override Task<int> SchemaVersionAsync(IMetadataStore store) => ((PostgresMetadataStore)store).SchemaVersionAsync(Ct);
+
+    protected override async Task ExecuteSqlAsync(string database, string sql)
+    {
+        await using var connection = new Npgsql.NpgsqlConnection(database);
+        await connection.OpenAsync();
+        await using var command = new Npgsql.NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
+    }
 }

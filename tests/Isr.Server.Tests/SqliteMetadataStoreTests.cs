@@ -16,6 +16,15 @@ public sealed class SqliteMetadataStoreTests : MetadataStoreContract
 
     protected override Task<int> SchemaVersionAsync(IMetadataStore store) => ((SqliteMetadataStore)store).SchemaVersionAsync(Ct);
 
+    protected override async Task ExecuteSqlAsync(string database, string sql)
+    {
+        await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={database}");
+        await connection.OpenAsync();
+        await using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        await command.ExecuteNonQueryAsync();
+    }
+
     public override void Dispose()
     {
         base.Dispose();

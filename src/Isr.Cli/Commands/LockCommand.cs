@@ -28,7 +28,8 @@ public static class LockCommand
             }
             var holder = await server.GetLockAsync(name, ct);
             Cli.Print(parse, new { parcel = name, @lock = holder }, () => Console.WriteLine(holder is null ? $"{name} is not locked" :
-                $"{name} is locked by site '{holder.SiteName}' ({holder.SiteId}) since {holder.Acquired:u}, last contact {holder.LastContact:u}"));
+                $"{name} is locked by site '{holder.SiteName}' ({holder.SiteId}) since {holder.Acquired:u}, last contact {holder.LastContact:u}" +
+                (holder.Checkin is { } c ? $"; checking it in: {Cli.Bytes(c.Sent)}{(c.Total is { } t ? $" of {Cli.Bytes(t)}" : "")} sent, last report {c.Updated:u}" : "")));
             return 0;
         });
         return command;

@@ -1,4 +1,7 @@
 using System.CommandLine;
+using System.Text.Json;
+using Isr.Client.Daemon;
+using Isr.Client.Session;
 using Spectre.Console;
 
 namespace Isr.Cli.Commands;
@@ -34,4 +37,35 @@ public static class Progress
         });
         return result;
     }
+
+    /// <summary>A wait on something that reports how far it is. A bar on a terminal (shown from the first report, so a
+    /// wait that ends at once shows nothing); otherwise a line on stderr when the words change, or under --json the
+    /// report's <see cref="Waiting.Json"/> as a line {"waiting":…} on stderr (stdout keeps the one result).</summary>
+    public static async Task WaitAsync(ParseResult parse, Func<IProgress<Waiting>, Task> work)
+    {
+        if (parse.GetValue(Cli.Json))
+        {
+            await work(new InlineProgress<Waiting>(w => Console.Error.WriteLine(JsonSerializer.Serialize(new { waiting = w.Json }, DaemonJson.Options))));
+            return;
+        }
+        if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
+        {
+            string? last = null;
+            await work(new InlineProgress<Waiting>(w => { if (w.Text != last) Console.Error.WriteLine($"isr: {last = w.Text}"); }));
+            return;
+        }
+        await AnsiConsole.Progress().AutoClear(true).StartAsync(async context =>
+        {
+            ProgressTask? task = null;
+            await work(new InlineProgress<Waiting>(w =>
+            {
+                task ??= context.AddTask(w.Text, maxValue: 1.0);
+                task.Description = w.Text;
+                task.IsIndeterminate = w.Fraction is null;
+                if (w.Fraction is { } f) task.Value = f;
+            }));
+        });
+    }
+
+    public sealed record Waiting(string Text, double? Fraction, object Json);
 }

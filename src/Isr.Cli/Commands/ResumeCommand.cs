@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Text.Json;
 using Isr.Client.Daemon;
+using Isr.Client.Homes;
 using Isr.Client.Session;
+using Isr.Client.Site;
 using Isr.Vmm;
 using Spectre.Console;
 
@@ -39,9 +41,20 @@ public static class ResumeCommand
             Description = "Ask this source for blobs before the home (repeatable): a dongle directory, media indexed with 'isr lookaside index', a jukebox URL",
             AllowMultipleArgumentsPerToken = false,
         };
+        var noWait = new Option<bool>("--no-wait")
+        {
+            Description = "If another site holds the lock while checking the parcel in, fail at once instead of waiting for its commit",
+        };
+        var staleAfter = new Option<int>("--stale-after")
+        {
+            Description = "Stop waiting for another site's check-in once it has reported no progress for this many seconds",
+            HelpName = "SECONDS",
+            DefaultValueFactory = _ => (int)CheckinWait.DefaultStaleAfter.TotalSeconds,
+        };
         var command = new Command("resume", "Resume the parcel's VM at this site: continue where it was suspended")
         {
-            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, serialPipe, cold, yes, version, policy, prefetch, trickle, lookaside, Cli.Json,
+            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, serialPipe, cold, yes, version, policy, prefetch, trickle, lookaside,
+            noWait, staleAfter, Cli.Json,
         };
         command.Validators.Add(r =>
         {
@@ -73,8 +86,12 @@ public static class ResumeCommand
                 Lookaside = (parse.GetValue(lookaside) ?? []).Select(s => s.Contains("://") ? s : Path.GetFullPath(s)).ToList(),
                 TrickleBytesPerSecond = parse.GetValue(trickle) is { } rate ? Isr.Client.Transfer.TokenBucket.ParseRate(rate) ?? 0 : new ResumeOptions().TrickleBytesPerSecond,
             };
-            // The daemon holds the keys after `isr login`: the password is asked for only when it does not.
+            if (parse.GetValue(staleAfter) <= 0) throw new UsageException("--stale-after must be a positive number of seconds");
+            // The daemon holds the keys after `isr login`: the password is asked for only when it does not — and then
+            // before any wait, so the user need not stay for it.
             var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Password = Cli.GivenPassword(parse), Resume = options };
+            if (request.Password is null && !await DaemonHoldsKeysAsync(site, ct)) request = request with { Password = Cli.Password(parse) };
+            if (!parse.GetValue(noWait)) await WaitForCheckinElsewhereAsync(parse, site, name, TimeSpan.FromSeconds(parse.GetValue(staleAfter)), ct);
             void Report(string m) { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }
             JsonElement? result;
             try { result = await DaemonClient.SendAsync(site, request, Report, ct); }
@@ -94,6 +111,38 @@ public static class ResumeCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Another site holding the lock while it checks the parcel in: wait for its commit, showing its progress,
+    /// so that the daemon then takes the lock and resumes the version it committed. Only reads: Ctrl-C changes nothing.</summary>
+    /// <summary>Whether a running site daemon holds the keys of this site's login (then no password is asked).</summary>
+    private static async Task<bool> DaemonHoldsKeysAsync(SiteDirectory site, CancellationToken ct) =>
+        await DaemonClient.SendAsync(site, new DaemonRequest { Op = "ping" }, null, ct, startIfNeeded: false) is { } ping
+        && ping.TryGetProperty("holdsKeys", out var holds) && holds.ValueKind == JsonValueKind.True;
+
+    private static async Task WaitForCheckinElsewhereAsync(ParseResult parse, SiteDirectory site, string name, TimeSpan staleAfter, CancellationToken ct)
+    {
+        if (Cli.Home(parse, site, name) is not ServerParcelHome server) return; // store directories have no locks
+        using (server)
+        {
+            LockInfo? waitedFor = null;
+            try
+            {
+                await Progress.WaitAsync(parse, report => CheckinWait.WaitAsync(server, name, site.Identity.Id, staleAfter,
+                    new InlineProgress<LockInfo>(holder => report.Report(Describe(waitedFor = holder))), TimeProvider.System, ct));
+            }
+            catch (ServerUnreachableException) { return; } // the daemon decides: disconnected under this site's lock, or a clear refusal
+            if (waitedFor is not null && !parse.GetValue(Cli.Json))
+                Console.Error.WriteLine($"isr: site '{waitedFor.SiteName}' finished checking '{name}' in; resuming the version it committed");
+        }
+    }
+
+    private static Progress.Waiting Describe(LockInfo holder)
+    {
+        var c = holder.Checkin!;
+        var text = $"waiting for the check-in at site '{holder.SiteName}': {Cli.Bytes(c.Sent)}" + (c.Total is { } t ? $" of {Cli.Bytes(t)} sent" : " sent");
+        return new(text, c.Total is > 0 ? Math.Min(1.0, c.Sent / (double)c.Total.Value) : null,
+            new { site = holder.SiteName, siteId = holder.SiteId, sent = c.Sent, total = c.Total, started = c.Started, updated = c.Updated });
     }
 
     /// <summary>

@@ -131,7 +131,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         switch (request.Op)
         {
             case "ping":
-                return new { pid = Environment.ProcessId, sessions = _sessions.Keys.ToArray() };
+                return new { pid = Environment.ProcessId, sessions = _sessions.Keys.ToArray(), holdsKeys = _keys.For(site.Login) is not null };
             case "stat":
                 return _sessions.TryGetValue(Require(request.Parcel), out var running) ? running.Stats() : null;
             case "checkins":

@@ -3,13 +3,13 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using Isr.Format;
 using Isr.Storage;
-using HoardRequestRecord = Isr.Storage.Metadata.HoardRequestRecord;
-using SiteRecord = Isr.Storage.Metadata.SiteRecord;
+using Isr.Storage.Metadata;
 
 namespace Isr.Client.Homes;
 
-/// <summary>Who holds a parcel's lock (never the token).</summary>
-public sealed record LockInfo(string SiteId, string SiteName, DateTimeOffset Acquired, DateTimeOffset LastContact, string? User = null);
+/// <summary>Who holds a parcel's lock (never the token), and how far its check-in is if it is checking the parcel in.</summary>
+public sealed record LockInfo(string SiteId, string SiteName, DateTimeOffset Acquired, DateTimeOffset LastContact, string? User = null,
+    LockCheckin? Checkin = null);
 
 /// <summary>The parcel is locked by another site.</summary>
 public sealed class ParcelLockedException(string message, LockInfo? holder) : Exception(message)
@@ -121,6 +121,11 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
     public async ValueTask ReleaseLockAsync(string name, string token, CancellationToken ct) =>
         await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Delete, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock", null, ct, token));
 
+    /// <summary>Tells the server how far this site's check-in under <paramref name="token"/> is (see <see cref="CheckinReporter"/>).</summary>
+    public async ValueTask ReportCheckinAsync(string name, string token, long sent, long? total, CancellationToken ct) =>
+        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Put, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock/checkin",
+            new { sent, total }, ct, token));
+
     public async ValueTask BreakLockAsync(string name, CancellationToken ct) =>
         await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock/break", null, ct));
 
@@ -146,11 +151,15 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         {
             LockInfo? holder = null;
             if (e.Body is { } body && body.TryGetProperty("lock", out var l)) holder = l.Deserialize<LockInfo>(ServerConnection.Json);
-            throw new ParcelLockedException(holder is null ? e.Message :
-                $"the parcel is locked by site '{holder.SiteName}' ({holder.SiteId}) since {holder.Acquired:u}, last contact {holder.LastContact:u}. " +
-                "If that site is lost, the owner can run 'isr lock PARCEL --break'; its later check-in will be kept as a side version.", holder);
+            throw holder is null ? new ParcelLockedException(e.Message, null) : Locked(holder);
         }
     }
+
+    /// <summary>The lock-held error: who holds it and since when, <paramref name="why"/> (if given), and how to break it.</summary>
+    public static ParcelLockedException Locked(LockInfo holder, string? why = null) => new(
+        $"the parcel is locked by site '{holder.SiteName}' ({holder.SiteId}) since {holder.Acquired:u}, last contact {holder.LastContact:u}. " +
+        (why is null ? "" : why + " ") +
+        "If that site is lost, the owner can run 'isr lock PARCEL --break'; its later check-in will be kept as a side version.", holder);
 
     public void Dispose() => _server.Dispose();
 

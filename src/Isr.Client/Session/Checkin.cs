@@ -39,10 +39,16 @@ public static class Checkin
             int count;
             long bytes;
             VersionRecord committed;
+            // A check-in that ends the lock tells the server how far it is: a resume elsewhere waits for it (CheckinWait).
+            await using var reporter = releaseLock && home is ServerParcelHome reporting && local.LockToken is { } held
+                ? new CheckinReporter(reporting, parcel, held) : null;
             try
             {
-                (count, bytes) = await Uploader.UploadMissingAsync(site.Cache, home.Chunks, pending.BlobTags, progress, ct, onTotal);
+                (count, bytes) = await Uploader.UploadMissingAsync(site.Cache, home.Chunks, pending.BlobTags,
+                    reporter is null ? progress : new InlineProgress<long>(b => { reporter.Sent(b); progress?.Report(b); }), ct,
+                    reporter is null ? onTotal : t => { reporter.Total(t); onTotal?.Invoke(t); });
                 KillPoint.Reach("checkin.after-upload");
+                PausePoint.Reach("checkin.after-upload");
                 committed = await home.CommitAsync(parcel, pending.Version, ct);
             }
             catch (Exception e) when (e is ServerException { Code: "insufficient_storage" } || e is IOException io && Cache.CacheSpace.IsDiskFull(io))

@@ -190,7 +190,7 @@ public sealed class SessionTransfers : IAsyncDisposable
 }
 
 /// <summary>Reports on the caller's thread (Progress&lt;T&gt; would post to the thread pool, out of order).</summary>
-internal sealed class InlineProgress<T>(Action<T> report) : IProgress<T>
+public sealed class InlineProgress<T>(Action<T> report) : IProgress<T>
 {
     public void Report(T value) => report(value);
 }

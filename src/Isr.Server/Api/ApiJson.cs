@@ -55,6 +55,7 @@ public sealed record CommitResponse(VersionRecord Version, bool Side,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Reason);
 public sealed record LockRequest(string SiteId, string? SiteName = null);
 public sealed record LockResponse(string Token, LockInfo Lock);
+public sealed record CheckinReport(long Sent, long? Total = null);
 public sealed record UploadResponse(int Stored, int Existing);
 public sealed record HoardRequestBody(string Parcel, string Site, long? Version = null);
 public sealed record HoardRequestResponse(HoardRequestRecord Request);

@@ -95,6 +95,18 @@ internal static class ParcelEndpoints
             var current = await metadata.GetLockAsync(record.Key, ct);
             return current is null ? Results.NoContent() : Results.Json(current, ApiJson.Options);
         });
+
+        // The holder's check-in progress: another site's resume waits for the commit while this keeps coming.
+        parcel.MapPut("/lock/checkin", async (HttpContext http, string name, IMetadataStore metadata, TimeProvider clock, CancellationToken ct) =>
+        {
+            var record = await ResolveAsync(http, name, ct, touchLock: false);
+            var token = LockToken(http) ?? throw ApiException.BadRequest($"the {LockTokenHeader} header is required");
+            var report = await ApiJson.ReadAsync<CheckinReport>(http.Request, ct);
+            if (report.Sent < 0 || report.Total < 0) throw ApiException.BadRequest("sent and total must not be negative");
+            return await metadata.ReportCheckinAsync(record.Key, token, report.Sent, report.Total, clock.GetUtcNow(), ct)
+                ? Results.NoContent()
+                : throw ApiException.Forbidden("the lock token is not the current lock of this parcel");
+        });
     }
 
     private static async Task<IResult> CommitAsync(HttpContext http, string name, IMetadataStore metadata, CommitChecker checker,

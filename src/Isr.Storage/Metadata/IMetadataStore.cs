@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using Isr.Format;
 
 namespace Isr.Storage.Metadata;
@@ -107,6 +108,10 @@ public interface IMetadataStore : IMetadataTransfer, IDisposable
     Task<LockInfo?> GetLockAsync(long parcelKey, CancellationToken ct);
     /// <summary>Refreshes lastContact if <paramref name="token"/> is the parcel's current lock.</summary>
     Task TouchLockAsync(long parcelKey, string token, DateTimeOffset now, CancellationToken ct);
+    /// <summary>Records how far the holder's check-in is (and refreshes lastContact), so that another site can wait for
+    /// its commit instead of being refused. False if <paramref name="token"/> is not the parcel's current lock. The
+    /// progress lasts until the lock ends or its holder takes it again (resumes there).</summary>
+    Task<bool> ReportCheckinAsync(long parcelKey, string token, long sent, long? total, DateTimeOffset now, CancellationToken ct);
 
     // ---- blobs: who holds which (dedup without disclosure) and when it was last uploaded or asked about ----
 
@@ -190,7 +195,13 @@ public sealed record ParcelRecord(long Key, long OwnerId, string Owner, string N
 public sealed record ParcelSummary(ParcelRecord Parcel, long Head, LockInfo? Lock);
 
 /// <summary>A lock as anyone may see it: never the token.</summary>
-public sealed record LockInfo(string SiteId, string SiteName, DateTimeOffset Acquired, DateTimeOffset LastContact, string User);
+public sealed record LockInfo(string SiteId, string SiteName, DateTimeOffset Acquired, DateTimeOffset LastContact, string User,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] LockCheckin? Checkin = null);
+
+/// <summary>The holder is checking the parcel in: bytes sent of the total (null until the holder knows it), when the
+/// check-in started and when the holder last reported.</summary>
+public sealed record LockCheckin(long Sent, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? Total,
+    DateTimeOffset Started, DateTimeOffset Updated);
 
 public sealed record LockGrant(bool Granted, string? Token, LockInfo Lock);
 

@@ -197,6 +197,11 @@ public sealed class PostgresMetadataStore : IMetadataStore
             created timestamptz NOT NULL, updated timestamptz NOT NULL);
         CREATE INDEX hoard_requests_site ON hoard_requests (user_id, site_id);
         """,
+        // 3: lock check-in progress (the holder's upload, so that another site waits for its commit)
+        """
+        ALTER TABLE locks ADD COLUMN checkin_sent bigint, ADD COLUMN checkin_total bigint,
+            ADD COLUMN checkin_started timestamptz, ADD COLUMN checkin_updated timestamptz;
+        """,
     ];
 
     public Task InitializeAsync(CancellationToken ct) => WriteAsync(async db =>
@@ -552,10 +557,12 @@ public sealed class PostgresMetadataStore : IMetadataStore
 
     // ------------------------------------------------------------------ locks
 
-    private static LockInfo ReadLock(NpgsqlDataReader r) => new(r.GetString(0), r.GetString(1), Time(r, 2), Time(r, 3), r.GetString(4));
+    private static LockInfo ReadLock(NpgsqlDataReader r) => new(r.GetString(0), r.GetString(1), Time(r, 2), Time(r, 3), r.GetString(4),
+        r.IsDBNull(6) ? null : new LockCheckin(r.GetInt64(6), r.IsDBNull(7) ? null : r.GetInt64(7), Time(r, 8), Time(r, 9)));
 
     private const string LockSelect =
-        "SELECT l.site_id, l.site_name, l.acquired, l.last_contact, u.name, l.token FROM locks l JOIN users u ON u.id = l.user_id";
+        "SELECT l.site_id, l.site_name, l.acquired, l.last_contact, u.name, l.token, l.checkin_sent, l.checkin_total, l.checkin_started, l.checkin_updated " +
+        "FROM locks l JOIN users u ON u.id = l.user_id";
 
     private static Task<LockInfo?> GetLockAsync(Db db, long parcelKey) =>
         db.SingleAsync($"{LockSelect} WHERE l.parcel_key = $1 AND l.state = 'held'", ReadLock, parcelKey);
@@ -572,8 +579,15 @@ public sealed class PostgresMetadataStore : IMetadataStore
             {
                 var current = rows[0];
                 if (current.Lock.SiteId != siteId) return new LockGrant(false, null, current.Lock);
-                await db.ExecAsync("UPDATE locks SET last_contact = $1, site_name = $2 WHERE token = $3", Ms(now), siteName, current.Token);
-                return new LockGrant(true, current.Token, current.Lock with { LastContact = Ms(now), SiteName = siteName });
+                // taken again by its holder (a resume there): any check-in it reported is over
+                await db.ExecAsync(
+                    """
+                    UPDATE locks SET last_contact = $1, site_name = $2,
+                        checkin_sent = NULL, checkin_total = NULL, checkin_started = NULL, checkin_updated = NULL
+                    WHERE token = $3
+                    """,
+                    Ms(now), siteName, current.Token);
+                return new LockGrant(true, current.Token, current.Lock with { LastContact = Ms(now), SiteName = siteName, Checkin = null });
             }
             var token = Base64Url(RandomNumberGenerator.GetBytes(32));
             await db.ExecAsync(
@@ -604,6 +618,15 @@ public sealed class PostgresMetadataStore : IMetadataStore
     public Task TouchLockAsync(long parcelKey, string token, DateTimeOffset now, CancellationToken ct) => WriteAsync(db =>
         db.ExecAsync("UPDATE locks SET last_contact = greatest(last_contact, $1) WHERE token = $2 AND parcel_key = $3 AND state = 'held'",
             Ms(now), token, parcelKey), ct);
+
+    public Task<bool> ReportCheckinAsync(long parcelKey, string token, long sent, long? total, DateTimeOffset now, CancellationToken ct) =>
+        WriteAsync(async db => await db.ExecAsync(
+            """
+            UPDATE locks SET last_contact = greatest(last_contact, $1), checkin_sent = $2, checkin_total = $3,
+                checkin_started = coalesce(checkin_started, $1), checkin_updated = $1
+            WHERE token = $4 AND parcel_key = $5 AND state = 'held'
+            """,
+            Ms(now), sent, new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Bigint, Value = (object?)total ?? DBNull.Value }, token, parcelKey) > 0, ct);
 
     private static string Base64Url(byte[] bytes) => Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
 

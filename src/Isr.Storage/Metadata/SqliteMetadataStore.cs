@@ -180,6 +180,13 @@ public sealed class SqliteMetadataStore : IMetadataStore
             created INTEGER NOT NULL, updated INTEGER NOT NULL);
         CREATE INDEX hoard_requests_site ON hoard_requests (user_id, site_id);
         """,
+        // 3: lock check-in progress (the holder's upload, so that another site waits for its commit)
+        """
+        ALTER TABLE locks ADD COLUMN checkin_sent INTEGER;
+        ALTER TABLE locks ADD COLUMN checkin_total INTEGER;
+        ALTER TABLE locks ADD COLUMN checkin_started INTEGER;
+        ALTER TABLE locks ADD COLUMN checkin_updated INTEGER;
+        """,
     ];
 
     public async Task InitializeAsync(CancellationToken ct)
@@ -537,10 +544,12 @@ public sealed class SqliteMetadataStore : IMetadataStore
     // ------------------------------------------------------------------ locks
 
     private static LockInfo ReadLock(SqliteDataReader r) =>
-        new(r.GetString(0), r.GetString(1), Time(r.GetInt64(2)), Time(r.GetInt64(3)), r.GetString(4));
+        new(r.GetString(0), r.GetString(1), Time(r.GetInt64(2)), Time(r.GetInt64(3)), r.GetString(4),
+            r.IsDBNull(6) ? null : new LockCheckin(r.GetInt64(6), r.IsDBNull(7) ? null : r.GetInt64(7), Time(r.GetInt64(8)), Time(r.GetInt64(9))));
 
     private const string LockSelect =
-        "SELECT l.site_id, l.site_name, l.acquired, l.last_contact, u.name, l.token FROM locks l JOIN users u ON u.id = l.user_id";
+        "SELECT l.site_id, l.site_name, l.acquired, l.last_contact, u.name, l.token, l.checkin_sent, l.checkin_total, l.checkin_started, l.checkin_updated " +
+        "FROM locks l JOIN users u ON u.id = l.user_id";
 
     private static Task<LockInfo?> GetLockAsync(Db db, long parcelKey) =>
         db.SingleAsync($"{LockSelect} WHERE l.parcel_key = $k AND l.state = 'held'", ReadLock, ("$k", parcelKey));
@@ -556,9 +565,15 @@ public sealed class SqliteMetadataStore : IMetadataStore
             {
                 var current = rows[0];
                 if (current.Lock.SiteId != siteId) return new LockGrant(false, null, current.Lock);
-                await db.ExecAsync("UPDATE locks SET last_contact = $now, site_name = $sn WHERE token = $t",
+                // taken again by its holder (a resume there): any check-in it reported is over
+                await db.ExecAsync(
+                    """
+                    UPDATE locks SET last_contact = $now, site_name = $sn,
+                        checkin_sent = NULL, checkin_total = NULL, checkin_started = NULL, checkin_updated = NULL
+                    WHERE token = $t
+                    """,
                     ("$now", Ms(now)), ("$sn", siteName), ("$t", current.Token));
-                return new LockGrant(true, current.Token, current.Lock with { LastContact = Time(Ms(now)), SiteName = siteName });
+                return new LockGrant(true, current.Token, current.Lock with { LastContact = Time(Ms(now)), SiteName = siteName, Checkin = null });
             }
             var token = Base64Url(RandomNumberGenerator.GetBytes(32));
             await db.ExecAsync(
@@ -585,6 +600,15 @@ public sealed class SqliteMetadataStore : IMetadataStore
     public Task TouchLockAsync(long parcelKey, string token, DateTimeOffset now, CancellationToken ct) => WriteAsync(db =>
         db.ExecAsync("UPDATE locks SET last_contact = $now WHERE token = $t AND parcel_key = $k AND state = 'held'",
             ("$now", Ms(now)), ("$t", token), ("$k", parcelKey)), ct);
+
+    public Task<bool> ReportCheckinAsync(long parcelKey, string token, long sent, long? total, DateTimeOffset now, CancellationToken ct) =>
+        WriteAsync(async db => await db.ExecAsync(
+            """
+            UPDATE locks SET last_contact = $now, checkin_sent = $s, checkin_total = $n, checkin_started = coalesce(checkin_started, $now),
+                checkin_updated = $now
+            WHERE token = $t AND parcel_key = $k AND state = 'held'
+            """,
+            ("$now", Ms(now)), ("$s", sent), ("$n", total), ("$t", token), ("$k", parcelKey)) > 0, ct);
 
     private static string Base64Url(byte[] bytes) => Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
 
