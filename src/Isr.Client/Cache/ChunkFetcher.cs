@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Threading.Channels;
 using Isr.Format;
 using Isr.Storage;
 
@@ -24,6 +25,8 @@ public sealed class FetchStalledException(ChunkTag tag, string reason)
 /// one fetch. A home that cannot be reached is retried with exponential backoff (for as long as
 /// <paramref name="giveUpAfter"/>, forever for a running session), and waiters may choose to be told at the first
 /// failure (<see cref="GetOrStallAsync"/>) so that the VM pauses instead of the guest waiting on one request.
+/// A blob from a lookaside source is cached behind the caller's back (write-behind), not on its path: the source is
+/// local and fast, so writing the copy in line made a dongle resume a third slower than a hoarded one.
 /// </summary>
 public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, TimeSpan? giveUpAfter = null, CacheSpace? space = null,
     Lookaside.LookasideChain? lookaside = null) : IDisposable
@@ -42,6 +45,11 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
     private readonly ConcurrentDictionary<ChunkTag, string> _failures = new();
     private readonly CancellationTokenSource _lifetime = new();
     private readonly TimeSpan _giveUpAfter = giveUpAfter ?? TimeSpan.FromSeconds(60);
+    /// <summary>Lookaside blobs waiting to be cached. Bounded, dropping when full: a blob not kept is still at its source.</summary>
+    private readonly Channel<(ChunkTag Tag, byte[] Blob)> _toKeep =
+        Channel.CreateBounded<(ChunkTag, byte[])>(new BoundedChannelOptions(KeepBehindBlobs) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
+    private const int KeepBehindBlobs = 512;
+    private Task? _keeper;
     public TransferCounters Counters { get; } = new();
 
     public IChunkStore Home => home;
@@ -106,7 +114,7 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
         if (lookaside != null && await lookaside.TryGetAsync(tag, ct) is var (hinted, _))
         {
             Counters.Add(ChunkSource.Lookaside, hinted.Length);
-            await KeepAsync(tag, hinted, ct);
+            KeepBehind(tag, hinted);
             return hinted;
         }
         var backoff = FirstBackoff;
@@ -159,7 +167,30 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
 
     public ValueTask<byte[]> LoadPageAsync(ChunkTag tag, CancellationToken ct) => GetAsync(tag, ct);
 
-    public void Dispose() => _lifetime.Cancel();
+    public void Dispose()
+    {
+        _toKeep.Writer.TryComplete();
+        _lifetime.Cancel();
+    }
+
+    private void KeepBehind(ChunkTag tag, byte[] blob)
+    {
+        if (!_toKeep.Writer.TryWrite((tag, blob))) return;
+        if (_keeper is null) lock (_toKeep) _keeper ??= Task.Run(KeepLoopAsync);
+    }
+
+    private async Task KeepLoopAsync()
+    {
+        try
+        {
+            await foreach (var (tag, blob) in _toKeep.Reader.ReadAllAsync(_lifetime.Token))
+            {
+                try { await KeepAsync(tag, blob, _lifetime.Token); }
+                catch (IOException) { } // only a cache: the blob is still at its source
+            }
+        }
+        catch (OperationCanceledException) { } // the session ended: what is not kept yet stays at its source
+    }
 
     /// <summary>Caches a verified blob within the cache's limit; one that does not fit is served uncached (the cache
     /// being full of changes not yet at home).</summary>
