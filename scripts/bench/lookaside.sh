@@ -17,8 +17,9 @@ export ISR_NETNS_SRV=${ISR_NETNS_SRV:-isrla-srv} ISR_NETNS_SITE=${ISR_NETNS_SITE
 read -r -a MODE_LIST <<< "${MODES:-demand hoarded dongle stale}"
 RUNS=${RUNS:-1}
 NETNS=scripts/bench/netns.sh
-ISR="dotnet $PWD/src/Isr.Cli/bin/Release/net10.0/isr.dll"
-SERVER="dotnet $PWD/src/Isr.Server/bin/Release/net10.0/isr-server.dll"
+# ISR_DLL / ISR_SERVER_DLL: a copy of the build, so that building again during a run does not change what is measured.
+ISR="dotnet ${ISR_DLL:-$PWD/src/Isr.Cli/bin/Release/net10.0/isr.dll}"
+SERVER="dotnet ${ISR_SERVER_DLL:-$PWD/src/Isr.Server/bin/Release/net10.0/isr-server.dll}"
 GUEST=${ISR_TEST_GUEST:-$PWD/guest/out}
 WORK=$(mktemp -d /tmp/isr-bench-lookaside.XXXXXX)
 export ISR_PASSWORD="bench password 1"
