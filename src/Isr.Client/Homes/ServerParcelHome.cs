@@ -107,6 +107,7 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
     }
 
     private sealed record LockAnswer(string Token, LockInfo Lock);
+    private sealed record ReadTokenAnswer(string Token);
 
     /// <summary>Takes the parcel's lock for this site (the same token again if this site already holds it).</summary>
     public async ValueTask<string> AcquireLockAsync(string name, string siteId, string siteName, CancellationToken ct)
@@ -121,6 +122,10 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
 
     public async ValueTask BreakLockAsync(string name, CancellationToken ct) =>
         await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock/break", null, ct));
+
+    /// <summary>A token that only reads this user's blobs, for a LAN jukebox to fetch them from this server (it lives as long as this login).</summary>
+    public async Task<string> ReadTokenAsync(CancellationToken ct) =>
+        (await Call(() => _server.SendJsonAsync<ReadTokenAnswer>(HttpMethod.Post, "api/v1/session/read-token", null, ct))).Token;
 
     public async ValueTask LogoutAsync(CancellationToken ct) =>
         await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Post, "api/v1/logout", null, ct));

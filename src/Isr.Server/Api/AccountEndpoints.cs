@@ -63,6 +63,12 @@ internal static class AccountEndpoints
             return Results.NoContent();
         });
 
+        api.MapPost("/session/read-token", async (HttpContext http, IMetadataStore metadata, CancellationToken ct) =>
+        {
+            var token = Sessions.ReadToken(await metadata.GetServerSecretAsync(ct), Sessions.Hash(Sessions.BearerToken(http.Request)!));
+            return Results.Json(new ReadTokenResponse(token), ApiJson.Options);
+        });
+
         api.MapGet("/account/recovery", async (HttpContext http, IMetadataStore metadata, CancellationToken ct) =>
         {
             var user = await metadata.GetUserAsync(http.Session().UserName, ct) ?? throw ApiException.Unauthorized();

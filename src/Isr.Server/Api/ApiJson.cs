@@ -40,6 +40,7 @@ public sealed record LoginRequest(string User, byte[] AuthSecret, string? SiteId
 public sealed record LoginResponse(string Token, string User, byte[] WrappedSecrets, KdfParameters Kdf);
 public sealed record ChangePasswordRequest(byte[] AuthSecret, byte[] NewAuthSecret, KdfParameters Kdf, byte[] WrappedSecrets);
 public sealed record RecoveryResponse(byte[] WrappedSecrets);
+public sealed record ReadTokenResponse(string Token);
 
 public sealed record ParcelInfoDto(string Name, string Id, int ChunkSize, long DiskSize, byte[] WrappedKey, DateTimeOffset Created)
 {
