@@ -58,7 +58,9 @@ internal static class AccountEndpoints
             var presented = SHA256.HashData(request.AuthSecret);
             if (!CryptographicOperations.FixedTimeEquals(presented, user.Verifier))
                 throw new ApiException(401, "wrong_password", "the current password is wrong");
-            if (!await metadata.ChangePasswordAsync(user.Id, user.Verifier, SHA256.HashData(request.NewAuthSecret), request.Kdf, request.WrappedSecrets, ct))
+            if (request.RecoveryWrappedSecrets is { Length: 0 }) throw ApiException.BadRequest("recoveryWrappedSecrets is empty");
+            if (!await metadata.ChangePasswordAsync(user.Id, user.Verifier, SHA256.HashData(request.NewAuthSecret), request.Kdf, request.WrappedSecrets,
+                    request.RecoveryWrappedSecrets, ct))
                 throw ApiException.Conflict("the password was changed concurrently; try again");
             return Results.NoContent();
         });
