@@ -79,6 +79,23 @@ public sealed class LookasideTests : IDisposable
     }
 
     [Fact]
+    public async Task A_blob_read_once_from_a_source_is_not_cached_and_one_from_the_home_is()
+    {
+        var (a, blobA) = await StoreAtHome(1);
+        var (b, blobB) = await StoreAtHome(2);
+        var source = new FakeSource("dongle", (t, _) => Task.FromResult(t == a ? blobA : null));
+        using var chain = new LookasideChain([source]);
+        using var fetcher = new ChunkFetcher(_cache, _countedHome, lookaside: chain);
+
+        Assert.Equal(blobA, await fetcher.GetOnceAsync(a, default));
+        Assert.Equal(blobB, await fetcher.GetOnceAsync(b, default));
+        Assert.True(_cache.Contains(b)); // from the home: kept
+        Assert.Equal(blobA, await fetcher.GetOnceAsync(a, default));
+        Assert.Equal(3, source.Asked); // a, b (a miss), and a again: its first copy was not kept
+        Assert.False(_cache.Contains(a));
+    }
+
+    [Fact]
     public async Task A_wrong_blob_from_a_source_is_never_used()
     {
         var (tag, blob) = await StoreAtHome(1);
