@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Resume latency over a shaped link: demand fetch vs hoarded (proactive) vs a current dongle vs a stale dongle.
 # Usage: sudo scripts/bench/lookaside.sh [RATE ...]        (default: 100mbit 10mbit 1mbit)
+# Environment: MODES (default "demand hoarded dongle stale"), RUNS per cell (default 1; the table shows the median),
+# ISR_NETNS_SRV / ISR_NETNS_SITE / ISR_NETNS_PREFIX (namespace names and addresses, defaults isrla-srv, isrla-site, 10.79.0).
 # Needs: isr and isr-server built (dotnet build Isr.slnx -c Release), the test guest (ISR_TEST_GUEST, default guest/out).
 # The server runs in its own network namespace, each site in the other, joined by a veth pair shaped with tbf
 # (scripts/bench/netns.sh, with names of its own so it does not disturb other users of the default ones).
@@ -11,10 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 RATES=("$@")
 [ $# -gt 0 ] || RATES=(100mbit 10mbit 1mbit)
-export ISR_NETNS_SRV=isrla-srv ISR_NETNS_SITE=isrla-site ISR_NETNS_PREFIX=10.79.0
+export ISR_NETNS_SRV=${ISR_NETNS_SRV:-isrla-srv} ISR_NETNS_SITE=${ISR_NETNS_SITE:-isrla-site} ISR_NETNS_PREFIX=${ISR_NETNS_PREFIX:-10.79.0}
+read -r -a MODE_LIST <<< "${MODES:-demand hoarded dongle stale}"
+RUNS=${RUNS:-1}
 NETNS=scripts/bench/netns.sh
-ISR="dotnet $PWD/src/Isr.Cli/bin/Release/net10.0/isr.dll"
-SERVER="dotnet $PWD/src/Isr.Server/bin/Release/net10.0/isr-server.dll"
+# ISR_DLL / ISR_SERVER_DLL: a copy of the build, so that building again during a run does not change what is measured.
+ISR="dotnet ${ISR_DLL:-$PWD/src/Isr.Cli/bin/Release/net10.0/isr.dll}"
+SERVER="dotnet ${ISR_SERVER_DLL:-$PWD/src/Isr.Server/bin/Release/net10.0/isr-server.dll}"
 GUEST=${ISR_TEST_GUEST:-$PWD/guest/out}
 WORK=$(mktemp -d /tmp/isr-bench-lookaside.XXXXXX)
 export ISR_PASSWORD="bench password 1"
@@ -41,10 +46,10 @@ stop_site() { # kill the site's QEMU and daemon by PID (the daemon logs its PID 
 $SERVER init --data "$WORK/server" > "$WORK/init.txt"
 FP=$(sed -n 's/^fingerprint: //p' "$WORK/init.txt")
 printf '%s' "$ISR_PASSWORD" > "$WORK/pw"; $SERVER user add alice --password-file "$WORK/pw" --data "$WORK/server" >/dev/null; rm "$WORK/pw"
-ip netns exec "$ISR_NETNS_SRV" $SERVER run --data "$WORK/server" --urls "https://10.79.0.1:8443" > "$WORK/server.log" 2>&1 &
+ip netns exec "$ISR_NETNS_SRV" $SERVER run --data "$WORK/server" --urls "https://$ISR_NETNS_PREFIX.1:8443" > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 60); do grep -q "listening on" "$WORK/server.log" && break; sleep 1; done
-URL=https://10.79.0.1:8443
+URL=https://$ISR_NETNS_PREFIX.1:8443
 login() { site "$1" login --server $URL --user alice --server-fingerprint "$FP" >/dev/null; }
 
 # Site A makes versions 2 and 3 (two suspends of the running guest), each written to a dongle.
@@ -59,28 +64,37 @@ done
 stop_site "$A"
 MEM=$(site "$A" ls -l --json | json "[v for v in d[0]['versions'] if v['number']==3][0]['memoryBytes']" 2>/dev/null || echo "?")
 
-echo "| link | demand | hoarded (proactive) | dongle (current) | dongle (stale) | dongle / hoarded |"
-echo "|---:|---:|---:|---:|---:|---:|"
+median() { python3 -c "import statistics,sys; print(round(statistics.median(map(float, sys.argv[1:])), 1))" "$@"; }
+cell() { [ -n "${t[$1]:-}" ] && echo "$(median ${t[$1]}) s" || echo "-"; }
+echo "| link | demand | hoarded (proactive) | dongle (current) | dongle (stale) | dongle / hoarded | load average |"
+echo "|---:|---:|---:|---:|---:|---:|---:|"
 n=0
 for rate in "${RATES[@]}"; do
     bash $NETNS set-rate "$rate" >/dev/null
     declare -A t=()
-    for mode in demand hoarded dongle stale; do
-        n=$((n + 1)); S=$WORK/site-$n; login "$S"
-        site "$S" lock box --break >/dev/null 2>&1 || true
-        extra=()
-        case $mode in
-            hoarded) site "$S" hoard box --version 3 >/dev/null ;;
-            dongle) extra=(--lookaside "$WORK/dongle-v3") ;;
-            stale) extra=(--lookaside "$WORK/dongle-v2") ;;
-        esac
-        site "$S" resume box --version 3 --headless --prefetch none "${extra[@]}" --json > "$WORK/resume.json"
-        t[$mode]=$(json "round(d['resumeSeconds'], 1)" < "$WORK/resume.json")
-        stop_site "$S" "$(json "d.get('qemuPid') or ''" < "$WORK/resume.json")"
-        rm -rf "$S"
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    for run in $(seq "$RUNS"); do  # modes interleaved within each run, so load drifts hit them alike
+        for mode in "${MODE_LIST[@]}"; do
+            n=$((n + 1)); S=$WORK/site-$n; login "$S"
+            site "$S" lock box --break >/dev/null 2>&1 || true
+            extra=()
+            case $mode in
+                hoarded) # ahead of time, so unshaped (at 1 Mbit/s it would take most of the run)
+                    bash $NETNS set-rate none >/dev/null; site "$S" hoard box --version 3 >/dev/null; bash $NETNS set-rate "$rate" >/dev/null ;;
+                dongle) extra=(--lookaside "$WORK/dongle-v3") ;;
+                stale) extra=(--lookaside "$WORK/dongle-v2") ;;
+            esac
+            site "$S" resume box --version 3 --headless --prefetch none "${extra[@]}" --json > "$WORK/resume.json"
+            t[$mode]="${t[$mode]:-} $(json "round(d['resumeSeconds'], 2)" < "$WORK/resume.json")"
+            echo "# $rate run $run $mode: $(json "d['resumeSeconds']" < "$WORK/resume.json") s" >&2
+            stop_site "$S" "$(json "d.get('qemuPid') or ''" < "$WORK/resume.json")"
+            rm -rf "$S"
+        done
     done
-    ratio=$(python3 -c "print(round(${t[dongle]} / ${t[hoarded]}, 2))")
-    echo "| $rate | ${t[demand]} s | ${t[hoarded]} s | ${t[dongle]} s | ${t[stale]} s | $ratio |"
+    ratio=-
+    [ -z "${t[dongle]:-}" ] || [ -z "${t[hoarded]:-}" ] || ratio=$(python3 -c "print(round($(median ${t[dongle]}) / $(median ${t[hoarded]}), 2))")
+    echo "| $rate | $(cell demand) | $(cell hoarded) | $(cell dongle) | $(cell stale) | $ratio | $load |"
+    unset t
 done
 echo
-echo "memory image of version 3: $MEM bytes (raw)"
+echo "memory image of version 3: $MEM bytes (raw); runs per cell: $RUNS (median)"

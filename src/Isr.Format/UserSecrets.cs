@@ -20,6 +20,10 @@ public sealed class UserSecrets
         _parcelWrapKey = parcelWrapKey;
     }
 
+    /// <summary>The recovery key as printed: lowercase hex in groups of 8 (hex, so any client parses it after removing '-').</summary>
+    public static string FormatRecoveryKey(byte[] key) =>
+        string.Join("-", Convert.ToHexStringLower(key).Chunk(8).Select(c => new string(c)));
+
     public static UserSecrets Generate() => new(RandomNumberGenerator.GetBytes(32), RandomNumberGenerator.GetBytes(32));
 
     public byte[] Wrap(ReadOnlySpan<byte> wrappingKey) => SealedBox.Seal(wrappingKey, [.. DomainSecret, .. _parcelWrapKey], WrapContext);

@@ -36,9 +36,11 @@ public sealed class DirectoryChunkStore : IChunkStore, IChunkInventory, IChunkTr
 
     public async ValueTask<byte[]?> GetAsync(ChunkTag tag, CancellationToken ct)
     {
+        var path = PathOf(tag);
+        if (!File.Exists(path)) return null; // a miss without an exception: a site cache misses on every chunk a lookaside source supplies
         try
         {
-            return await File.ReadAllBytesAsync(PathOf(tag), ct);
+            return await File.ReadAllBytesAsync(path, ct);
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {

@@ -66,6 +66,7 @@ public sealed class LookasideTests : IDisposable
         Assert.Equal((2, 1), (first.Asked, second.Asked));
         Assert.Equal(blobC, await fetcher.GetAsync(c, default));
         Assert.Equal(1, _countedHome.Gets); // only c came from the home
+        for (int i = 0; i < 500 && !_cache.Contains(a); i++) await Task.Delay(10); // kept behind the caller's back
         Assert.Equal(blobA, await fetcher.GetAsync(a, default)); // now cached: no source asked
         Assert.Equal((3, 2), (first.Asked, second.Asked));
 
@@ -75,6 +76,23 @@ public sealed class LookasideTests : IDisposable
         var stats = chain.Stats.ToDictionary(s => s.Source);
         Assert.Equal((1L, (long)blobA.Length, 2L), (stats["first"].Hits, stats["first"].Bytes, stats["first"].Misses));
         Assert.Equal((1L, (long)blobB.Length, 1L), (stats["second"].Hits, stats["second"].Bytes, stats["second"].Misses));
+    }
+
+    [Fact]
+    public async Task A_blob_read_once_from_a_source_is_not_cached_and_one_from_the_home_is()
+    {
+        var (a, blobA) = await StoreAtHome(1);
+        var (b, blobB) = await StoreAtHome(2);
+        var source = new FakeSource("dongle", (t, _) => Task.FromResult(t == a ? blobA : null));
+        using var chain = new LookasideChain([source]);
+        using var fetcher = new ChunkFetcher(_cache, _countedHome, lookaside: chain);
+
+        Assert.Equal(blobA, await fetcher.GetOnceAsync(a, default));
+        Assert.Equal(blobB, await fetcher.GetOnceAsync(b, default));
+        Assert.True(_cache.Contains(b)); // from the home: kept
+        Assert.Equal(blobA, await fetcher.GetOnceAsync(a, default));
+        Assert.Equal(3, source.Asked); // a, b (a miss), and a again: its first copy was not kept
+        Assert.False(_cache.Contains(a));
     }
 
     [Fact]

@@ -41,6 +41,10 @@ public sealed class DisconnectedTests
             Assert.False(suspended.TryGetProperty("committed", out _));
             last = SerialConsole.Ticks(console)[^1];
         }
+        // The suspended version, not checked in, onto a dongle with the server down: all from this site.
+        var dongle = Path.Combine(a.Root, "dongle");
+        var written = await a.IsrJsonAsync("dongle", "write", "box", dongle);
+        Assert.True(written.GetProperty("written").GetInt32() > 10, written.ToString());
         var (offline, _, offlineErr) = await a.IsrAsync("checkin", "box");
         Assert.Equal(8, offline); // the server cannot be reached: nothing is lost, the version waits
         Assert.Contains("reach", offlineErr);
@@ -55,6 +59,12 @@ public sealed class DisconnectedTests
 
         // The committed version holds what the guest wrote in the last disconnected session.
         using var home = new ServerParcelHome(new SiteDirectory(a.Home).Login!);
+        // The dongle written disconnected holds what a resume of it needs first: its memory image and pages.
+        var committed = (await home.ListVersionsAsync("box", default)).Single(v => v.Number == 2);
+        var needed = await new Isr.Client.Transfer.Hoarder(new SiteDirectory(a.Home).Cache, home.Chunks).ListAsync(committed, default);
+        var onDongle = Isr.Client.Lookaside.Dongle.Open(dongle).ReadIndex();
+        Assert.True(needed.MemoryChunks.Count > 10);
+        Assert.All(needed.MemoryChunks.Concat(needed.Pages).Where(t => !t.IsZeroChunk), t => Assert.Contains(t, onDongle));
         var image = await ParcelInspector.ExportDiskAsync(home, "box", TestSite.Password, Path.Combine(a.Root, "inspect"));
         Assert.Contains($"counter={last.Counter} seed={last.Seed}", await ParcelInspector.ReadGuestFileAsync(image, "/ticks"));
         File.Delete(image);

@@ -1,5 +1,8 @@
+using System.Text.Json;
 using Isr.Client.Homes;
 using Isr.Client.Session;
+using Isr.Client.Site;
+using Isr.Format;
 
 namespace Isr.EndToEnd.Tests;
 
@@ -71,5 +74,27 @@ public sealed class PortableTests
         Assert.Equal(4, (await b.IsrJsonAsync("suspend", "box")).GetProperty("committed").GetProperty("version").GetInt64());
         var history = await b.IsrJsonAsync("ls", "-l", "--store", replacement);
         Assert.Equal(4, history[0].GetProperty("versions").GetArrayLength());
+    }
+
+    /// <summary>An empty account that takes a store's keys at backup gets a new recovery key for them: the server's
+    /// recovery copy opens, with it, the adopted secrets (the old copy wrapped the account's first keys).</summary>
+    [Fact]
+    public async Task Backup_into_an_empty_account_rewraps_the_recovery_copy_for_the_adopted_keys()
+    {
+        await using var a = new TestSite("site-a");
+        await a.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage("disk.qcow2"), "--store", a.Store);
+        var storeSecrets = await new DirectoryParcelHome(a.Store).UnlockAsync(TestSite.Password, default);
+        await using var server = await TestServer.StartAsync(a.Root, TestSite.Password);
+        await a.LoginAsync(server);
+
+        var backup = await a.IsrJsonAsync("backup", "box", "--store", a.Store);
+        var recoveryKey = Convert.FromHexString(backup.GetProperty("recoveryKey").GetString()!.Replace("-", ""));
+        Assert.False((await a.IsrJsonAsync("backup", "box", "--store", a.Store)).TryGetProperty("recoveryKey", out _)); // adopted once
+
+        var login = new SiteDirectory(a.Home).Login!;
+        using var connection = new ServerConnection(login.Server, login.Fingerprint, login.Token);
+        var recovery = await connection.SendJsonAsync<JsonElement>(HttpMethod.Get, "api/v1/account/recovery", null, default);
+        var recovered = UserSecrets.Unwrap(recoveryKey, recovery.GetProperty("wrappedSecrets").GetBytesFromBase64());
+        Assert.Equal(storeSecrets.DomainSecret, recovered.DomainSecret);
     }
 }

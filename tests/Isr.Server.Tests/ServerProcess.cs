@@ -93,6 +93,23 @@ public sealed class ServerProcess : IDisposable
         return server;
     }
 
+    /// <summary><c>isr-server jukebox --dir DIR --listen URL EXTRA</c> on a free port; returns once it serves. Killed by PID by the caller.</summary>
+    public static async Task<(Process Process, Uri Url)> StartJukeboxAsync(string dir, params string[] extra)
+    {
+        var url = new Uri($"http://127.0.0.1:{FreePort()}/");
+        var process = Process.Start(Info(["jukebox", "--dir", dir, "--listen", url.AbsoluteUri.TrimEnd('/'), .. extra]))!;
+        try
+        {
+            using var startup = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+            while (!(await process.StandardOutput.ReadLineAsync(startup.Token) ?? throw new Exception("isr-server jukebox exited before serving"))
+                .StartsWith("jukebox serving", StringComparison.Ordinal)) { }
+        }
+        catch { process.Kill(entireProcessTree: true); process.Dispose(); throw; }
+        _ = process.StandardOutput.ReadToEndAsync();
+        _ = process.StandardError.ReadToEndAsync();
+        return (process, url);
+    }
+
     /// <summary>An HTTP/2 client that accepts only this server's certificate.</summary>
     public HttpClient Client()
     {

@@ -28,13 +28,14 @@ public static class BackupCommand
             using var server = ServerHome(parse, site);
             var password = Cli.Password(parse);
             var storeSecrets = await store.UnlockAsync(password, ct);
+            string? recoveryKey = null;
             if (!ParcelCopy.SameUser(storeSecrets, await server.UnlockAsync(password, ct)))
             {
                 // A store made on its own has keys of its own: an empty account takes them, so that it can hold the store's parcels.
-                await server.AdoptSecretsAsync(password, storeSecrets, ct);
+                recoveryKey = Isr.Format.UserSecrets.FormatRecoveryKey(await server.AdoptSecretsAsync(password, storeSecrets, ct));
                 site.SaveLogin(server.Login);
             }
-            return await CopyAsync(parse, store, server, name, ct);
+            return await CopyAsync(parse, store, server, name, ct, recoveryKey);
         });
         return command;
     }
@@ -71,12 +72,19 @@ public static class BackupCommand
         return new ServerParcelHome(login);
     }
 
-    private static async Task<int> CopyAsync(ParseResult parse, IParcelHome from, IParcelHome to, string name, CancellationToken ct)
+    /// <param name="recoveryKey">The account's new recovery key, when it has just taken the store's keys: shown once, here.</param>
+    private static async Task<int> CopyAsync(ParseResult parse, IParcelHome from, IParcelHome to, string name, CancellationToken ct, string? recoveryKey = null)
     {
         var site = Cli.Site();
         var result = await Progress.RunAsync(parse, $"copying {name}", progress => ParcelCopy.CopyAsync(from, to, name, site.Identity, progress, ct));
-        Cli.Print(parse, result, () => AnsiConsole.WriteLine(
-            $"{name}: {result.VersionsCopied} versions and {result.BlobsCopied} blobs ({Cli.Bytes(result.BytesCopied)}) copied from {result.From} to {result.To}; {result.Versions} versions in all"));
+        var json = System.Text.Json.JsonSerializer.SerializeToNode(result, Isr.Client.Daemon.DaemonJson.Options)!.AsObject();
+        if (recoveryKey is not null) json["recoveryKey"] = recoveryKey;
+        Cli.Print(parse, json, () =>
+        {
+            AnsiConsole.WriteLine($"{name}: {result.VersionsCopied} versions and {result.BlobsCopied} blobs ({Cli.Bytes(result.BytesCopied)}) copied from {result.From} to {result.To}; {result.Versions} versions in all");
+            if (recoveryKey is not null)
+                AnsiConsole.MarkupLineInterpolated($"[yellow]the account now holds this store's keys; its new recovery key (keep it safe, it is shown only now; the old one no longer opens them):[/] {recoveryKey}");
+        });
         return 0;
     }
 }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Threading.Channels;
 using Isr.Format;
 using Isr.Storage;
 
@@ -24,6 +25,8 @@ public sealed class FetchStalledException(ChunkTag tag, string reason)
 /// one fetch. A home that cannot be reached is retried with exponential backoff (for as long as
 /// <paramref name="giveUpAfter"/>, forever for a running session), and waiters may choose to be told at the first
 /// failure (<see cref="GetOrStallAsync"/>) so that the VM pauses instead of the guest waiting on one request.
+/// A blob from a lookaside source is cached behind the caller's back (write-behind), not on its path (the source is
+/// local and fast), and not at all when it is read only once (<see cref="GetOnceAsync"/>).
 /// </summary>
 public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, TimeSpan? giveUpAfter = null, CacheSpace? space = null,
     Lookaside.LookasideChain? lookaside = null) : IDisposable
@@ -31,8 +34,10 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
     private static readonly TimeSpan FirstBackoff = TimeSpan.FromMilliseconds(250), MaxBackoff = TimeSpan.FromSeconds(8);
     private const int IntegrityAttempts = 3;
 
-    private sealed class Fetch
+    /// <param name="keepLookaside">Whether a blob from a lookaside source is cached (not for one read only once).</param>
+    private sealed class Fetch(bool keepLookaside)
     {
+        public bool KeepLookaside { get; } = keepLookaside;
         public readonly TaskCompletionSource<byte[]> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public readonly TaskCompletionSource Stalled = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
@@ -42,6 +47,11 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
     private readonly ConcurrentDictionary<ChunkTag, string> _failures = new();
     private readonly CancellationTokenSource _lifetime = new();
     private readonly TimeSpan _giveUpAfter = giveUpAfter ?? TimeSpan.FromSeconds(60);
+    /// <summary>Lookaside blobs waiting to be cached. Bounded, dropping when full: a blob not kept is still at its source.</summary>
+    private readonly Channel<(ChunkTag Tag, byte[] Blob)> _toKeep =
+        Channel.CreateBounded<(ChunkTag, byte[])>(new BoundedChannelOptions(KeepBehindBlobs) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
+    private const int KeepBehindBlobs = 512;
+    private Task? _keeper;
     public TransferCounters Counters { get; } = new();
 
     public IChunkStore Home => home;
@@ -57,6 +67,13 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
     /// <summary>The blob, waiting through retries while the home is unreachable.</summary>
     public ValueTask<byte[]> GetAsync(ChunkTag tag, CancellationToken ct) => new(Start(tag).Done.Task.WaitAsync(ct));
 
+    /// <summary>
+    /// A blob read once, the memory image at resume: one from a lookaside source is not cached. The source is local, and
+    /// copying ~60 MB of image into the cache took CPU the resume needed (docs/benchmarks/lookaside.md); a blob from the
+    /// home is still cached, as fetching it again is dear.
+    /// </summary>
+    public ValueTask<byte[]> GetOnceAsync(ChunkTag tag, CancellationToken ct) => new(Start(tag, keepLookaside: false).Done.Task.WaitAsync(ct));
+
     /// <summary>The blob, or <see cref="FetchStalledException"/> as soon as the home fails to answer; the fetch goes on.</summary>
     public async Task<byte[]> GetOrStallAsync(ChunkTag tag, CancellationToken ct)
     {
@@ -66,14 +83,14 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
         throw new FetchStalledException(tag, _stalls.TryGetValue(tag, out var stall) ? stall.LastError : "the home does not answer");
     }
 
-    private Fetch Start(ChunkTag tag)
+    private Fetch Start(ChunkTag tag, bool keepLookaside = true)
     {
         while (true)
         {
             if (_inFlight.TryGetValue(tag, out var running)) return running;
             // Register before starting: a fetch that completes synchronously must not leave its finished entry behind,
             // or a failure would be returned for this tag forever.
-            var fetch = new Fetch();
+            var fetch = new Fetch(keepLookaside);
             if (!_inFlight.TryAdd(tag, fetch)) continue;
             _ = CompleteAsync(tag, fetch);
             return fetch;
@@ -106,7 +123,7 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
         if (lookaside != null && await lookaside.TryGetAsync(tag, ct) is var (hinted, _))
         {
             Counters.Add(ChunkSource.Lookaside, hinted.Length);
-            await KeepAsync(tag, hinted, ct);
+            if (fetch.KeepLookaside) KeepBehind(tag, hinted);
             return hinted;
         }
         var backoff = FirstBackoff;
@@ -159,7 +176,30 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
 
     public ValueTask<byte[]> LoadPageAsync(ChunkTag tag, CancellationToken ct) => GetAsync(tag, ct);
 
-    public void Dispose() => _lifetime.Cancel();
+    public void Dispose()
+    {
+        _toKeep.Writer.TryComplete();
+        _lifetime.Cancel();
+    }
+
+    private void KeepBehind(ChunkTag tag, byte[] blob)
+    {
+        if (!_toKeep.Writer.TryWrite((tag, blob))) return;
+        if (_keeper is null) lock (_toKeep) _keeper ??= Task.Run(KeepLoopAsync);
+    }
+
+    private async Task KeepLoopAsync()
+    {
+        try
+        {
+            await foreach (var (tag, blob) in _toKeep.Reader.ReadAllAsync(_lifetime.Token))
+            {
+                try { await KeepAsync(tag, blob, _lifetime.Token); }
+                catch (IOException) { } // only a cache: the blob is still at its source
+            }
+        }
+        catch (OperationCanceledException) { } // the session ended: what is not kept yet stays at its source
+    }
 
     /// <summary>Caches a verified blob within the cache's limit; one that does not fit is served uncached (the cache
     /// being full of changes not yet at home).</summary>

@@ -296,7 +296,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                 "this site saw before: the home may be replaying an old state");
         site.UpdateLocal(parcel, s => s with { Store = home is DirectoryParcelHome d ? d.Root : "" });
         var lookaside = Lookaside.LookasideSources.Open(options.Lookaside.Concat(Lookaside.LookasideSources.Configured(site)), site, secrets, opened.Codec,
-            m => progress.Report("WARNING: " + m));
+            m => progress.Report("WARNING: " + m), readToken: home is ServerParcelHome serverHome ? serverHome.ReadTokenAsync : null);
         return await ParcelSession.ResumeAsync(opened, site, options, progress, ct, lookaside, fromPending: pending, trace: trace);
     }
 

@@ -26,8 +26,14 @@ public sealed class OfflineHome(ServerParcelHome server, Site.SiteDirectory site
     public static void Save(Site.SiteDirectory site, ParcelInfo parcel, IReadOnlyList<VersionRecord> versions) =>
         Durable.WriteFileAtomically(ViewPath(site, parcel.Name), JsonSerializer.SerializeToUtf8Bytes(new View(parcel, versions.ToList()), Json));
 
+    /// <summary>The versions saved at the last connected resume of <paramref name="name"/>, or null if there was none.</summary>
+    public static IReadOnlyList<VersionRecord>? SavedVersions(Site.SiteDirectory site, string name) =>
+        File.Exists(ViewPath(site, name)) ? Load(site, name).Versions : null;
+
+    private static View Load(Site.SiteDirectory site, string name) => JsonSerializer.Deserialize<View>(File.ReadAllBytes(ViewPath(site, name)), Json)!;
+
     private View Saved(string name) =>
-        File.Exists(ViewPath(site, name)) ? JsonSerializer.Deserialize<View>(File.ReadAllBytes(ViewPath(site, name)), Json)!
+        File.Exists(ViewPath(site, name)) ? Load(site, name)
             : throw Unreachable($"this site never resumed parcel '{name}' while connected, so it cannot work on it disconnected");
 
     private ServerUnreachableException Unreachable(string what) => new($"disconnected ({reason}): {what}", new IOException(reason));

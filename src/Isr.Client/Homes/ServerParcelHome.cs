@@ -59,23 +59,27 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         await RewrapAsync(oldPassword, newPassword, await UnlockAsync(oldPassword, ct), ct);
 
     /// <summary>Makes the account keep <paramref name="secrets"/> (a portable store's) instead of its own, so that the store's
-    /// parcels can be backed up here. Only for an account with no parcels: theirs could no longer be opened.</summary>
-    public async ValueTask AdoptSecretsAsync(string password, UserSecrets secrets, CancellationToken ct)
+    /// parcels can be backed up here. Only for an account with no parcels: theirs could no longer be opened. The server's
+    /// recovery copy wrapped the old secrets, so the adopted ones are wrapped under a new recovery key, which is returned
+    /// to be shown to the user once (the old recovery key opens nothing of use any more).</summary>
+    public async ValueTask<byte[]> AdoptSecretsAsync(string password, UserSecrets secrets, CancellationToken ct)
     {
         await UnlockAsync(password, ct);
         if ((await ListParcelsAsync(ct)).Count > 0)
             throw new CommitConflictException($"the account {_login.User} at {_login.Server} has parcels under other keys; back this store up to an account of its own");
-        await RewrapAsync(password, password, secrets, ct);
+        var recoveryKey = System.Security.Cryptography.RandomNumberGenerator.GetBytes(32);
+        await RewrapAsync(password, password, secrets, ct, secrets.Wrap(recoveryKey));
+        return recoveryKey;
     }
 
-    private async ValueTask RewrapAsync(string oldPassword, string newPassword, UserSecrets secrets, CancellationToken ct)
+    private async ValueTask RewrapAsync(string oldPassword, string newPassword, UserSecrets secrets, CancellationToken ct, byte[]? recoveryWrapped = null)
     {
         var oldKeys = PasswordKdf.Derive(oldPassword, _login.Kdf);
         var kdf = KdfParameters.CreateDefault();
         var newKeys = PasswordKdf.Derive(newPassword, kdf);
         var wrapped = secrets.Wrap(newKeys.KeyEncryptionKey);
         await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Put, "api/v1/account/password",
-            new { authSecret = oldKeys.AuthSecret, newAuthSecret = newKeys.AuthSecret, kdf, wrappedSecrets = wrapped }, ct));
+            new { authSecret = oldKeys.AuthSecret, newAuthSecret = newKeys.AuthSecret, kdf, wrappedSecrets = wrapped, recoveryWrappedSecrets = recoveryWrapped }, ct));
         Login = _login with { WrappedSecrets = wrapped, Kdf = kdf };
     }
 
@@ -109,6 +113,7 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
     }
 
     private sealed record LockAnswer(string Token, LockInfo Lock);
+    private sealed record ReadTokenAnswer(string Token);
 
     /// <summary>Takes the parcel's lock for this site (the same token again if this site already holds it).</summary>
     public async ValueTask<string> AcquireLockAsync(string name, string siteId, string siteName, CancellationToken ct)
@@ -128,6 +133,10 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
 
     public async ValueTask BreakLockAsync(string name, CancellationToken ct) =>
         await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock/break", null, ct));
+
+    /// <summary>A token that only reads this user's blobs, for a LAN jukebox to fetch them from this server (it lives as long as this login).</summary>
+    public async Task<string> ReadTokenAsync(CancellationToken ct) =>
+        (await Call(() => _server.SendJsonAsync<ReadTokenAnswer>(HttpMethod.Post, "api/v1/session/read-token", null, ct))).Token;
 
     public async ValueTask LogoutAsync(CancellationToken ct) =>
         await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Post, "api/v1/logout", null, ct));

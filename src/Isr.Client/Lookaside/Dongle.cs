@@ -139,7 +139,11 @@ public sealed class DongleSource(Dongle dongle) : ILookasideSource
     public void Dispose() { }
 }
 
-/// <summary>Writes a parcel's latest state to a dongle: the version suspended here and not yet checked in, else the home's head.</summary>
+/// <summary>
+/// Writes a parcel's latest state to a dongle: the version suspended here and not yet checked in, else the home's head.
+/// A suspended version needs no server: its own blobs are all at this site, and the version it follows is in the
+/// history saved here at the last connected resume, so the dongle can be written disconnected.
+/// </summary>
 public static class DongleWriter
 {
     public static async Task<DongleWriteResult> WriteParcelAsync(Site.SiteDirectory site, Homes.IParcelHome home, string parcel, string path,
@@ -148,7 +152,7 @@ public static class DongleWriter
         var dongle = Dongle.Open(path, create: true);
         var hoarder = new Hoarder(site.Cache, home.Chunks);
         var pending = Session.PendingCommit.Load(site.PendingCommitPath(parcel));
-        var versions = await home.ListVersionsAsync(parcel, ct);
+        var versions = pending is not null && Homes.OfflineHome.SavedVersions(site, parcel) is { } saved ? saved : await home.ListVersionsAsync(parcel, ct);
         var version = pending?.Version ?? versions.Last(v => !v.Side);
         long? sinceNumber = pending is not null ? pending.BaseVersion : version.Parent;
         var since = sinceNumber is long n ? versions.FirstOrDefault(v => v.Number == n) : null;

@@ -22,13 +22,14 @@ public static class LookasideSources
     public static void Configure(SiteDirectory site, IEnumerable<string> sources) =>
         Durable.WriteFileAtomically(ConfigPath(site), System.Text.Encoding.UTF8.GetBytes(string.Concat(sources.Distinct().Select(s => s + "\n"))));
 
+    /// <param name="readToken">With a server home: asks it for a read token, which jukeboxes pass on to fetch their misses from it.</param>
     public static LookasideChain Open(IEnumerable<string> specs, SiteDirectory site, UserSecrets secrets, ChunkCodec codec, Action<string> warn,
-        LookasideOptions? options = null)
+        LookasideOptions? options = null, Func<CancellationToken, Task<string>>? readToken = null)
     {
         var sources = new List<ILookasideSource>();
         foreach (var spec in specs.Distinct())
         {
-            try { sources.Add(OpenOne(spec, site, secrets, codec)); }
+            try { sources.Add(OpenOne(spec, site, secrets, codec, readToken)); }
             catch (Exception e) when (e is IOException or InvalidDataException or MalformedDataException or UriFormatException or UnauthorizedAccessException)
             {
                 warn($"lookaside {spec} left out: {e.Message}");
@@ -37,10 +38,11 @@ public static class LookasideSources
         return new LookasideChain(sources, options);
     }
 
-    private static ILookasideSource OpenOne(string spec, SiteDirectory site, UserSecrets secrets, ChunkCodec codec)
+    private static ILookasideSource OpenOne(string spec, SiteDirectory site, UserSecrets secrets, ChunkCodec codec,
+        Func<CancellationToken, Task<string>>? readToken)
     {
         if (spec.StartsWith("http://", StringComparison.OrdinalIgnoreCase) || spec.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
-            return new JukeboxSource(new Uri(spec));
+            return new JukeboxSource(new Uri(spec), readToken);
         if (Dongle.IsDongle(spec)) return new DongleSource(Dongle.Open(spec));
         var indexFile = MediaIndex.SitePath(site, spec);
         if (File.Exists(indexFile)) return new MediaSource(spec, MediaIndex.Open(File.ReadAllBytes(indexFile), secrets), codec);

@@ -69,7 +69,7 @@ public static class MemoryImage
                     await pipeline.Writer.WriteAsync(Task.Run(async () =>
                     {
                         var plain = new byte[chunk.Length];
-                        codec.Decode(await fetcher.GetAsync(chunk.Tag, ct), chunk, plain);
+                        codec.Decode(await fetcher.GetOnceAsync(chunk.Tag, ct), chunk, plain);
                         return plain;
                     }, ct), ct);
                 pipeline.Writer.TryComplete();

@@ -195,7 +195,7 @@ public static class AdminCli
             var made = UserProvisioning.Create(userName, password);
             await metadata.AddUserAsync(made.User, DateTimeOffset.UtcNow, ct);
             output.WriteLine($"user {userName} added");
-            output.WriteLine($"recovery key: {UserProvisioning.FormatRecoveryKey(made.RecoveryKey)}");
+            output.WriteLine($"recovery key: {UserSecrets.FormatRecoveryKey(made.RecoveryKey)}");
             output.WriteLine("Keep this recovery key somewhere safe and offline: it is shown only this once, and without it or the password the user's parcels cannot be decrypted.");
             return 0;
         });

@@ -36,8 +36,4 @@ public static class UserProvisioning
         if (name.Length is 0 or > 64 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '@'))
             throw new ArgumentException($"'{name}' is not a valid user name (letters, digits, '-', '_', '.', '@'; at most 64)");
     }
-
-    /// <summary>The recovery key as printed: lowercase hex in groups of 8 (hex, so any client parses it after removing '-').</summary>
-    public static string FormatRecoveryKey(byte[] key) =>
-        string.Join("-", Convert.ToHexStringLower(key).Chunk(8).Select(c => new string(c)));
 }

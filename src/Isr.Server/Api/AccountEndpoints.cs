@@ -67,9 +67,17 @@ internal static class AccountEndpoints
             var presented = SHA256.HashData(request.AuthSecret);
             if (!CryptographicOperations.FixedTimeEquals(presented, user.Verifier))
                 throw new ApiException(401, "wrong_password", "the current password is wrong");
-            if (!await metadata.ChangePasswordAsync(user.Id, user.Verifier, SHA256.HashData(request.NewAuthSecret), request.Kdf, request.WrappedSecrets, ct))
+            if (request.RecoveryWrappedSecrets is { Length: 0 }) throw ApiException.BadRequest("recoveryWrappedSecrets is empty");
+            if (!await metadata.ChangePasswordAsync(user.Id, user.Verifier, SHA256.HashData(request.NewAuthSecret), request.Kdf, request.WrappedSecrets,
+                    request.RecoveryWrappedSecrets, ct))
                 throw ApiException.Conflict("the password was changed concurrently; try again");
             return Results.NoContent();
+        });
+
+        api.MapPost("/session/read-token", async (HttpContext http, IMetadataStore metadata, CancellationToken ct) =>
+        {
+            var token = Sessions.ReadToken(await metadata.GetServerSecretAsync(ct), Sessions.Hash(Sessions.BearerToken(http.Request)!));
+            return Results.Json(new ReadTokenResponse(token), ApiJson.Options);
         });
 
         api.MapGet("/account/recovery", async (HttpContext http, IMetadataStore metadata, CancellationToken ct) =>

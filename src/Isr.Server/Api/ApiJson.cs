@@ -39,8 +39,10 @@ public sealed record PreloginResponse(KdfParameters Kdf);
 public sealed record LoginRequest(string User, byte[] AuthSecret, string? SiteId = null, string? SiteName = null);
 public sealed record LoginResponse(string Token, string User, byte[] WrappedSecrets, KdfParameters Kdf,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? HoardToken);
-public sealed record ChangePasswordRequest(byte[] AuthSecret, byte[] NewAuthSecret, KdfParameters Kdf, byte[] WrappedSecrets);
+/// <param name="RecoveryWrappedSecrets">When the secrets change (an account adopting a store's keys): them wrapped under a new recovery key.</param>
+public sealed record ChangePasswordRequest(byte[] AuthSecret, byte[] NewAuthSecret, KdfParameters Kdf, byte[] WrappedSecrets, byte[]? RecoveryWrappedSecrets = null);
 public sealed record RecoveryResponse(byte[] WrappedSecrets);
+public sealed record ReadTokenResponse(string Token);
 
 public sealed record ParcelInfoDto(string Name, string Id, int ChunkSize, long DiskSize, byte[] WrappedKey, DateTimeOffset Created)
 {

@@ -63,7 +63,7 @@ internal static class ChunkEndpoints
             var held = await metadata.HeldBlobsAsync(http.Session().UserId, [parsed], touch: null, ct);
             var blob = held.Count > 0 ? await chunks.GetAsync(parsed, ct) : null;
             return blob is null ? throw ApiException.NotFound($"no blob {tag}") : Results.Bytes(blob, Binary);
-        }).AllowHoardToken();
+        }).AllowHoardToken().AllowReadToken();
     }
 
     /// <summary>Streams frames: each blob is read into a pooled buffer of its own length (never the whole body), verified

@@ -4,10 +4,49 @@ using Isr.Storage.Metadata;
 
 namespace Isr.Server.Api;
 
-/// <summary>Bearer tokens: random 32 bytes (base64url) handed out at login; the server stores only their SHA-256.</summary>
+/// <summary>
+/// Bearer tokens: random 32 bytes (base64url) handed out at login; the server stores only their SHA-256.
+/// A session may also hand out a <b>read token</b> (<c>POST /session/read-token</c>) for a LAN jukebox to fetch the
+/// user's blobs with: <c>isr-read.</c> ‖ base64url(SHA-256 of the session token) ‖ <c>.</c> ‖ base64url(HMAC of that
+/// hash under a key derived from the server secret). It lives and dies with its session, is stored nowhere, and opens
+/// only the endpoints marked <see cref="ReadOnlyAllowed"/> (reading blobs the user holds, which are ciphertext): a
+/// jukebox that leaks it leaks no more than the blobs it caches anyway.
+/// </summary>
 public static class Sessions
 {
     private const string ItemKey = "isr.session";
+    private const string ReadPrefix = "isr-read.";
+
+    /// <summary>Endpoint metadata: a read token may call this endpoint.</summary>
+    public sealed class ReadOnlyAllowed;
+
+    public static TBuilder AllowReadToken<TBuilder>(this TBuilder endpoint) where TBuilder : IEndpointConventionBuilder =>
+        endpoint.WithMetadata(new ReadOnlyAllowed());
+
+    public static string ReadToken(byte[] serverSecret, byte[] sessionHash) =>
+        ReadPrefix + Base64Url(sessionHash) + "." + Base64Url(ReadTokenMac(serverSecret, sessionHash));
+
+    private static byte[] ReadTokenMac(byte[] serverSecret, byte[] sessionHash) =>
+        HMACSHA256.HashData(HKDF.DeriveKey(HashAlgorithmName.SHA256, serverSecret, 32, info: "isr read token v1"u8.ToArray()), sessionHash);
+
+    /// <summary>The session hash a read token names, or null when its MAC is wrong or it is malformed.</summary>
+    private static byte[]? SessionOfReadToken(byte[] serverSecret, string token)
+    {
+        var parts = token[ReadPrefix.Length..].Split('.');
+        if (parts.Length != 2) return null;
+        try
+        {
+            byte[] hash = FromBase64Url(parts[0]), mac = FromBase64Url(parts[1]);
+            return hash.Length == 32 && CryptographicOperations.FixedTimeEquals(mac, ReadTokenMac(serverSecret, hash)) ? hash : null;
+        }
+        catch (FormatException) { return null; }
+    }
+
+    private static byte[] FromBase64Url(string text)
+    {
+        var b64 = text.Replace('-', '+').Replace('_', '/');
+        return Convert.FromBase64String(b64.PadRight(b64.Length + (4 - b64.Length % 4) % 4, '='));
+    }
 
     public static string NewToken() => Base64Url(RandomNumberGenerator.GetBytes(32));
 
@@ -32,6 +71,13 @@ public static class Sessions
         var metadata = http.RequestServices.GetRequiredService<IMetadataStore>();
         var clock = http.RequestServices.GetRequiredService<TimeProvider>();
         var hash = Hash(token);
+        if (token.StartsWith(ReadPrefix, StringComparison.Ordinal))
+        {
+            if (http.GetEndpoint()?.Metadata.GetMetadata<ReadOnlyAllowed>() is null)
+                throw new ApiException(403, "read_token", "a read token only reads blobs: log in for this request");
+            hash = SessionOfReadToken(await metadata.GetServerSecretAsync(http.RequestAborted), token)
+                ?? throw ApiException.Unauthorized("the read token is not one this server made");
+        }
         var session = await metadata.ResolveSessionAsync(hash, clock.GetUtcNow(), http.RequestAborted)
             ?? await metadata.ResolveSiteTokenAsync(hash, http.RequestAborted)
             ?? throw ApiException.Unauthorized("the session token is unknown, expired or revoked: log in again");

@@ -36,7 +36,8 @@ public interface IMetadataStore : IMetadataTransfer, IDisposable
     Task<bool> DisableUserAsync(string name, CancellationToken ct);
     /// <summary>Replaces verifier, KDF parameters and wrapped secrets if the current verifier is still
     /// <paramref name="expectedVerifier"/> (compare-and-swap). False otherwise.</summary>
-    Task<bool> ChangePasswordAsync(long userId, byte[] expectedVerifier, byte[] newVerifier, KdfParameters kdf, byte[] wrappedSecrets, CancellationToken ct);
+    Task<bool> ChangePasswordAsync(long userId, byte[] expectedVerifier, byte[] newVerifier, KdfParameters kdf, byte[] wrappedSecrets,
+        byte[]? recoveryWrappedSecrets, CancellationToken ct);
 
     // ---- sessions (only SHA-256 of the bearer token is stored) ----
 

@@ -274,13 +274,16 @@ public sealed class PostgresMetadataStore : IMetadataStore
         return true;
     }, ct);
 
-    public Task<bool> ChangePasswordAsync(long userId, byte[] expectedVerifier, byte[] newVerifier, KdfParameters kdf, byte[] wrappedSecrets, CancellationToken ct) =>
+    public Task<bool> ChangePasswordAsync(long userId, byte[] expectedVerifier, byte[] newVerifier, KdfParameters kdf, byte[] wrappedSecrets,
+        byte[]? recoveryWrappedSecrets, CancellationToken ct) =>
         WriteAsync(async db => await db.ExecAsync(
             """
-            UPDATE users SET verifier = $1, kdf_salt = $2, kdf_memory = $3, kdf_iterations = $4, kdf_parallelism = $5, wrapped_secrets = $6
+            UPDATE users SET verifier = $1, kdf_salt = $2, kdf_memory = $3, kdf_iterations = $4, kdf_parallelism = $5, wrapped_secrets = $6,
+                recovery_wrapped = COALESCE($9, recovery_wrapped)
             WHERE id = $7 AND verifier = $8
             """,
-            newVerifier, kdf.Salt, kdf.MemoryKiB, kdf.Iterations, kdf.Parallelism, wrappedSecrets, userId, expectedVerifier) == 1, ct);
+            newVerifier, kdf.Salt, kdf.MemoryKiB, kdf.Iterations, kdf.Parallelism, wrappedSecrets, userId, expectedVerifier,
+            new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Bytea, Value = (object?)recoveryWrappedSecrets ?? DBNull.Value }) == 1, ct);
 
     // ------------------------------------------------------------------ sessions
 

@@ -268,14 +268,16 @@ public sealed class SqliteMetadataStore : IMetadataStore
         return true;
     }, ct);
 
-    public Task<bool> ChangePasswordAsync(long userId, byte[] expectedVerifier, byte[] newVerifier, KdfParameters kdf, byte[] wrappedSecrets, CancellationToken ct) =>
+    public Task<bool> ChangePasswordAsync(long userId, byte[] expectedVerifier, byte[] newVerifier, KdfParameters kdf, byte[] wrappedSecrets,
+        byte[]? recoveryWrappedSecrets, CancellationToken ct) =>
         WriteAsync(async db => await db.ExecAsync(
             """
-            UPDATE users SET verifier = $nv, kdf_salt = $s, kdf_memory = $m, kdf_iterations = $i, kdf_parallelism = $p, wrapped_secrets = $w
+            UPDATE users SET verifier = $nv, kdf_salt = $s, kdf_memory = $m, kdf_iterations = $i, kdf_parallelism = $p, wrapped_secrets = $w,
+                recovery_wrapped = COALESCE($r, recovery_wrapped)
             WHERE id = $id AND verifier = $ov
             """,
             ("$nv", newVerifier), ("$s", kdf.Salt), ("$m", kdf.MemoryKiB), ("$i", kdf.Iterations), ("$p", kdf.Parallelism),
-            ("$w", wrappedSecrets), ("$id", userId), ("$ov", expectedVerifier)) == 1, ct);
+            ("$w", wrappedSecrets), ("$r", recoveryWrappedSecrets), ("$id", userId), ("$ov", expectedVerifier)) == 1, ct);
 
     // ------------------------------------------------------------------ sessions
 
