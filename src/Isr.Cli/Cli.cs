@@ -39,6 +39,19 @@ public static class Cli
         parse.GetValue(PasswordFile) is { } file ? File.ReadAllText(file.FullName).TrimEnd('\r', '\n')
             : Environment.GetEnvironmentVariable("ISR_PASSWORD") is { Length: > 0 } env ? env : null;
 
+    /// <summary>Sends a request that needs the user's keys: with no password when the site daemon holds them (after
+    /// `isr login`), else with the given one or one asked for.</summary>
+    public static async Task<JsonElement?> SendNeedingKeysAsync(ParseResult parse, SiteDirectory site, DaemonRequest request, CancellationToken ct)
+    {
+        void Report(string m) { if (!parse.GetValue(Json)) Console.Error.WriteLine($"isr: {m}"); }
+        request = request with { Password = request.Password ?? GivenPassword(parse) };
+        try { return await DaemonClient.SendAsync(site, request, Report, ct); }
+        catch (DaemonException e) when (e.Kind == nameof(PasswordNeededException) && request.Password is null)
+        {
+            return await DaemonClient.SendAsync(site, request with { Password = Password(parse) }, Report, ct);
+        }
+    }
+
     public static string Password(ParseResult parse, bool confirm = false)
     {
         if (GivenPassword(parse) is { } given) return given;

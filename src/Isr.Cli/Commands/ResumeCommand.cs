@@ -92,13 +92,7 @@ public static class ResumeCommand
             var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Password = Cli.GivenPassword(parse), Resume = options };
             if (request.Password is null && !await DaemonHoldsKeysAsync(site, ct)) request = request with { Password = Cli.Password(parse) };
             if (!parse.GetValue(noWait)) await WaitForCheckinElsewhereAsync(parse, site, name, TimeSpan.FromSeconds(parse.GetValue(staleAfter)), ct);
-            void Report(string m) { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }
-            JsonElement? result;
-            try { result = await DaemonClient.SendAsync(site, request, Report, ct); }
-            catch (DaemonException e) when (e.Kind == nameof(PasswordNeededException) && request.Password is null)
-            {
-                result = await DaemonClient.SendAsync(site, request with { Password = Cli.Password(parse) }, Report, ct);
-            }
+            var result = await Cli.SendNeedingKeysAsync(parse, site, request, ct);
             var stats = result!.Value.Deserialize<SessionStats>(DaemonJson.Options)!;
             var vncAddress = VncAddress(result.Value);
             Cli.Print(parse, stats, () =>

@@ -39,8 +39,7 @@ public static class SuspendCommand
         // Asking first also lets a daemon started for a killed one's leftovers find them (and record why it stopped).
         var running = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "running", Parcel = parcel }, null, ct, startIfNeeded: false);
         if (running is { ValueKind: JsonValueKind.True } || site.ReadLocal(parcel)?.Interrupted is null) return null;
-        var result = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "keep", Parcel = parcel, Store = Cli.StorePath(parse, site, parcel), Password = Cli.Password(parse) },
-            m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct);
+        var result = await Cli.SendNeedingKeysAsync(parse, site, new DaemonRequest { Op = "keep", Parcel = parcel, Store = Cli.StorePath(parse, site, parcel) }, ct);
         return result!.Value.Deserialize<SuspendResult>(DaemonJson.Options)!;
     }
 

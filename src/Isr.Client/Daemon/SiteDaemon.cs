@@ -190,7 +190,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                     if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is running at this site: use 'isr suspend'");
                     var why = site.ReadLocal(parcel)?.Interrupted ?? throw new InvalidOperationException($"parcel '{parcel}' is not running at this site");
                     var keepHome = HomeLocator.Open(site, request.Store);
-                    var opened = await OpenedParcel.OpenAsync(keepHome, await keepHome.UnlockAsync(Require(request.Password), ct), parcel, ct);
+                    var opened = await OpenedParcel.OpenAsync(keepHome, (await UnlockAsync(keepHome, request.Password, ct)).Secrets, parcel, ct);
                     return await ParcelSession.KeepStoppedAsync(opened, site, why, progress, ct);
                 case "running":
                     return _sessions.ContainsKey(parcel);
@@ -203,6 +203,11 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
             _gate.Release();
         }
     }
+
+    /// <summary>The user's keys: those held since `isr login` when they open this home, else from the password.</summary>
+    private async Task<(UserSecrets Secrets, bool Held)> UnlockAsync(IParcelHome home, string? password, CancellationToken ct) =>
+        home is ServerParcelHome logged && _keys.For(logged.Login) is { } held ? (held, true)
+            : (await home.UnlockAsync(password ?? throw new PasswordNeededException($"a password is needed to open the keys for {home.Describe}"), ct), false);
 
     private BackgroundCheckin StartCheckin(string parcel, string? store, CancellationToken ct)
     {
@@ -259,9 +264,8 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         if (DaemonStarted > (options.ProcessStarted ?? DateTimeOffset.MaxValue)) trace.Mark("daemon process started", DaemonStarted);
         trace.Mark("daemon: request received");
         var home = HomeLocator.Open(site, request.Store);
-        var held = home is ServerParcelHome logged ? _keys.For(logged.Login) : null;
-        var secrets = held ?? await home.UnlockAsync(request.Password ?? throw new PasswordNeededException($"a password is needed to open the keys for {home.Describe}"), ct);
-        trace.Mark(held is null ? "keys unlocked (Argon2id of the password)" : "keys held by the daemon since login");
+        var (secrets, held) = await UnlockAsync(home, request.Password, ct);
+        trace.Mark(held ? "keys held by the daemon since login" : "keys unlocked (Argon2id of the password)");
         if (home is ServerParcelHome server)
         {
             var identity = site.Identity;
