@@ -136,7 +136,8 @@ public sealed class BackgroundCheckinRestartTests
         await using var a = new TestSite("site-a");
         await using var b = new TestSite("site-b");
         await using var server = await TestServer.StartAsync(a.Root, TestSite.Password);
-        foreach (var site in new[] { a, b }) await site.LoginAsync(server);
+        await a.LoginAsync(server, "--keep-keys", "0"); // no daemon yet: the resume below starts it, with the kill point
+        await b.LoginAsync(server);
         await a.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage());
         var console = Path.Combine(a.Root, "console-a.log");
         const string step = "checkin.after-commit";
