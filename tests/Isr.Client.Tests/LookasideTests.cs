@@ -50,6 +50,17 @@ public sealed class LookasideTests : IDisposable
     }
 
     [Fact]
+    public void A_site_with_a_media_index_still_takes_sources_in_its_list()
+    {
+        var site = new Isr.Client.Site.SiteDirectory(_dir["site"]);
+        var index = MediaIndex.SitePath(site, _dir["media"]);
+        Isr.Client.Durable.WriteFileAtomically(index, [1, 2, 3]);
+        LookasideSources.Configure(site, ["http://jukebox:8480", _dir["media"]]);
+        Assert.Equal(["http://jukebox:8480", _dir["media"]], LookasideSources.Configured(site));
+        Assert.Equal([1, 2, 3], File.ReadAllBytes(index));
+    }
+
+    [Fact]
     public async Task Order_is_cache_then_sources_in_order_then_home()
     {
         var (a, blobA) = await StoreAtHome(1);

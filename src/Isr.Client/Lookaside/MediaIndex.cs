@@ -15,7 +15,7 @@ public readonly record struct MediaChunk(int File, long Offset, int Length);
 /// and the resulting tag mapped to the chunk's place. Tags depend on the user's domain secret (the chunk key is
 /// HMAC(domain secret, plaintext)), so the index can only be built with the user's keys, and it would tell whoever
 /// reads it which of the user's blobs are public base data: it is sealed under a key derived from the domain secret
-/// and kept at the site (ISR_HOME/lookaside/), never on the media. At resume a hit is read from the media and
+/// and kept at the site (ISR_HOME/media-index/), never on the media. At resume a hit is read from the media and
 /// encrypted on the fly; the chain then checks the blob against the authoritative tag, so changed media cost only a miss.
 /// <code>
 /// sealed body = "ISRM" ‖ u8 1 ‖ u32 chunk size ‖ u16 files ‖ files × (u16 length ‖ UTF-8 full path ‖ u64 size)
@@ -123,9 +123,9 @@ public sealed class MediaIndex
         }
     }
 
-    /// <summary>Where the site keeps the sealed index of PATH.</summary>
+    /// <summary>Where the site keeps the sealed index of PATH (beside, not inside, the ISR_HOME/lookaside list of sources).</summary>
     public static string SitePath(Site.SiteDirectory site, string path) =>
-        Path.Combine(site.Root, "lookaside", Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Path.GetFullPath(path))))[..32] + ".index");
+        Path.Combine(site.Root, "media-index", Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Path.GetFullPath(path))))[..32] + ".index");
 }
 
 /// <summary>Read-only media as a lookaside source: a hit is read from the media and encrypted with the user's codec.</summary>
