@@ -380,13 +380,17 @@ def start_jukebox(st):
     url = lookaside_source("demand+jukebox")
     proc = subprocess.Popen(["ip", "netns", "exec", SITE_NS, SERVER, "jukebox", "--dir", d, "--listen", url],
                             stdout=open(state_path("jukebox.log"), "a"), stderr=subprocess.STDOUT)
-    for _ in range(600):  # "don't have" (404) for a tag nobody has: it answers
-        if sh(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{url}/chunks/{'0' * 64}"], ns=SITE_NS, check=False, timeout=10).stdout == "404":
-            return proc
-        if proc.poll() is not None:
-            raise RuntimeError("isr-server jukebox exited; see " + state_path("jukebox.log"))
-        time.sleep(0.5)
-    raise TimeoutError("the jukebox did not answer")
+    try:
+        for _ in range(600):  # "don't have" (404) for a tag nobody has: it answers
+            if sh(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{url}/chunks/{'0' * 64}"], ns=SITE_NS, check=False, timeout=10).stdout == "404":
+                return proc
+            if proc.poll() is not None:
+                raise RuntimeError("isr-server jukebox exited; see " + state_path("jukebox.log"))
+            time.sleep(0.5)
+        raise TimeoutError("the jukebox did not answer")
+    except BaseException:
+        proc.kill(); proc.wait()
+        raise
 
 
 def prepare_stale_dongle(st):
@@ -602,12 +606,14 @@ def run_matrix(args):
     st = read_state()
     procs = start_services(st)
     try:
+        items = plan() if not args.only else [p for p in plan() if key(p[0], p[1]) in args.only.split(",")]
+        cells = {p[0] for p in items}
         prepare_parcel(st, args.image)
-        prepare_local(st, args.image)
+        if cells & {"local", "peer:isr1", "peer:nbdkit"}:  # another boot and workload run under TCG: only when needed
+            prepare_local(st, args.image)
+        procs += prepare_lookaside(st, args.image, cells)
         results = load_results(args.results)
         deadline = calendar.timegm(time.strptime(args.deadline, "%Y-%m-%dT%H:%M")) if args.deadline else None
-        items = plan() if not args.only else [p for p in plan() if key(p[0], p[1]) in args.only.split(",")]
-        procs += prepare_lookaside(st, args.image, {p[0] for p in items})
         max_target = max(p[2] for p in items)
         occurrences = {}
         for cell, rate, *_ in items:
