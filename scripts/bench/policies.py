@@ -683,12 +683,14 @@ def main():
     ap.add_argument("--max-runs", type=int, help="at most this many runs per cell (a smoke run: 1)")
     ap.add_argument("--latency-only", action="store_true", help="resume latency alone: no workload run after the resume")
     ap.add_argument("--out", help="render: the Markdown file")
+    ap.add_argument("--page", choices=["policies", "lookaside"], default="policies",
+                    help="render: the whole policies page, or the lookaside cells alone (docs/benchmarks/lookaside-workload.md)")
     args = ap.parse_args()
     ROOT = args.root
     ISR, SERVER = os.path.join(ROOT, "build/Isr.Cli/isr"), os.path.join(ROOT, "build/Isr.Server/isr-server")
     if args.command == "render":
         import policies_render
-        policies_render.render(load_results(args.results), args.results, args.out)
+        (policies_render.render_lookaside if args.page == "lookaside" else policies_render.render)(load_results(args.results), args.results, args.out)
         return
     WORK = os.path.abspath(args.work)
     os.makedirs(WORK, exist_ok=True)
