@@ -3,6 +3,7 @@
 
 Driven by scripts/bench/policies.sh (root, namespaces, builds). Subcommands:
   prepare   server + nginx in isr-srv, parcel made and checked in once, local reference state, peer files
+  (prepare, when the matrix has lookaside cells: read-only media, a jukebox in the site namespace, a stale dongle)
   run       the matrix: interleaved passes, one JSON line per finished run in the results file, resumable
   render    docs/benchmarks/policies.md (+ PNG plots with gnuplot) from the results file
 
@@ -12,8 +13,8 @@ import argparse, calendar, json, os, re, shutil, signal, socket, statistics, sub
 
 # netns.sh reads the same variables, so two harnesses can run side by side under different names.
 SRV_NS, SITE_NS = os.environ.get("ISR_NETNS_SRV", "isr-srv"), os.environ.get("ISR_NETNS_SITE", "isr-site")
-SRV_IP = os.environ.get("ISR_NETNS_PREFIX", "10.77.0") + ".1"
-ISR_PORT, HTTP_PORT = 8443, 8080
+SRV_IP, SITE_IP = (os.environ.get("ISR_NETNS_PREFIX", "10.77.0") + n for n in (".1", ".2"))
+ISR_PORT, HTTP_PORT, JUKEBOX_PORT = 8443, 8080, 8480
 PARCEL, USER, PASSWORD = "bench", "bench", "bench-password-1"
 MEM = "512M"
 RATES = {"100mbit": 100e6, "10mbit": 10e6, "1mbit": 1e6, "100kbit": 100e3}
@@ -22,6 +23,10 @@ POLICIES = {  # isr resume flags per policy; proactive hoards first (unshaped: a
     "proactive": ["--policy", "demand", "--prefetch", "none"],
     "demand": ["--policy", "demand", "--prefetch", "none"],
     "demand+ws": ["--policy", "demand", "--prefetch", "workingset"],
+    # demand fetch with one lookaside source, asked before the server (lookaside_source says which)
+    "demand+media": ["--policy", "demand", "--prefetch", "none"],
+    "demand+jukebox": ["--policy", "demand", "--prefetch", "none"],
+    "demand+staledongle": ["--policy", "demand", "--prefetch", "none"],
 }
 QEMU_TIMEOUT = 3600
 # TCG unless asked: a /dev/kvm that opens is not proof that KVM runs guests (nested hosts fail at the first instruction).
@@ -339,6 +344,91 @@ def prepare_local(st, image):
     write_state(st)
 
 
+# ------------------------------------------------------------------ lookaside sources
+def lookaside_source(policy):
+    """The `--lookaside` argument of a lookaside cell (None for the others)."""
+    return {"demand+media": state_path("media/disk.img"), "demand+jukebox": f"http://{SITE_IP}:{JUKEBOX_PORT}",
+            "demand+staledongle": state_path("stale-dongle")}.get(policy)
+
+
+def prepare_media(st, image):
+    """Read-only media: a copy of the pristine guest image the parcel was created from (the parcel's disk has since
+    been changed by the prepare's boot and workload run). Each run indexes it at its fresh site, as a user would."""
+    if st.get("media_ready"):
+        return
+    d = state_path("media"); os.makedirs(d, exist_ok=True)
+    sh(["cp", "--sparse=always", image, os.path.join(d, "disk.img.tmp")])
+    os.chmod(os.path.join(d, "disk.img.tmp"), 0o444)
+    os.replace(os.path.join(d, "disk.img.tmp"), lookaside_source("demand+media"))
+    st.update(media_ready=True, media_allocated=os.stat(lookaside_source("demand+media")).st_blocks * 512)
+    write_state(st)
+
+
+def start_jukebox(st):
+    """`isr-server jukebox` in the site namespace (on the LAN: the shaped veth is not on its path), serving a copy of
+    the server's blob directory: every run then meets the same warm jukebox, where `--upstream` would make the first
+    run a demand fetch through it. Returns its Popen (killed by PID at exit)."""
+    d = state_path("jukebox")
+    if not st.get("jukebox_ready"):
+        shutil.rmtree(d + ".tmp", ignore_errors=True)
+        sh(["cp", "-al", state_path("server/chunks"), d + ".tmp"])  # hard links: blobs are immutable, named by tag
+        shutil.rmtree(d, ignore_errors=True)
+        os.replace(d + ".tmp", d)
+        files = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs]
+        st.update(jukebox_ready=True, jukebox_blobs=len(files), jukebox_bytes=sum(os.path.getsize(f) for f in files))
+        write_state(st)
+    url = lookaside_source("demand+jukebox")
+    proc = subprocess.Popen(["ip", "netns", "exec", SITE_NS, SERVER, "jukebox", "--dir", d, "--listen", url],
+                            stdout=open(state_path("jukebox.log"), "a"), stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):  # "don't have" (404) for a tag nobody has: it answers
+            if sh(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{url}/chunks/{'0' * 64}"], ns=SITE_NS, check=False, timeout=10).stdout == "404":
+                return proc
+            if proc.poll() is not None:
+                raise RuntimeError("isr-server jukebox exited; see " + state_path("jukebox.log"))
+            time.sleep(0.5)
+        raise TimeoutError("the jukebox did not answer")
+    except BaseException:
+        proc.kill(); proc.wait()
+        raise
+
+
+def prepare_stale_dongle(st):
+    """A dongle written at an older suspend: the parcel's first version (the created disk) resumed (a boot), suspended
+    and written to the dongle (memory image of the booted guest, disk chunks the boot dirtied), then dropped: nothing is
+    checked in, the head that every run resumes stays as it is. So the dongle holds the state from before the
+    prepare's workload run, as if the user wrote it at that suspend and did not update it afterwards."""
+    if st.get("stale_dongle_ready"):
+        return
+    netns("set-rate", "none")
+    site = Site(state_path("dongle-site"))
+    site.login(st["fingerprint"])
+    site.isr("clean", PARCEL, "--force", check=False, timeout=600)  # an interrupted attempt's suspended version and lock
+    d = lookaside_source("demand+staledongle")
+    shutil.rmtree(d, ignore_errors=True)
+    con = Console(os.path.join(site.home, "console"), os.path.join(site.home, "console.log"))
+    try:
+        log("prepare: stale dongle (version 1 booted, suspended, written to the dongle, dropped)")
+        site.isr("resume", PARCEL, "--version", "1", "--headless", "--serial-pipe", con.base, "--trickle-limit", "0")
+        con.wait(r"^ISR-READY", 0, 900)
+        site.isr("suspend", PARCEL)
+        out = json.loads(site.isr("dongle", "write", PARCEL, d, "--json").stdout)
+    finally:
+        con.close()
+        site.isr("clean", PARCEL, "--force", check=False, timeout=600)
+    st.update(stale_dongle_ready=True, stale_dongle=out)
+    write_state(st)
+
+
+def prepare_lookaside(st, image, cells):
+    """What the lookaside cells among CELLS need; returns processes to stop at exit (the jukebox)."""
+    if "isr:demand+media" in cells:
+        prepare_media(st, image)
+    if "isr:demand+staledongle" in cells:
+        prepare_stale_dongle(st)
+    return [start_jukebox(st)] if "isr:demand+jukebox" in cells else []
+
+
 # ------------------------------------------------------------------ one run of a cell
 def ping(con, alive=None):
     m = con.mark(); con.send("ping")
@@ -371,21 +461,29 @@ def run_isr(policy, rate, rundir, with_workload, st):
         t = time.monotonic()
         out = json.loads(site.isr("hoard", PARCEL, "--json").stdout)
         r.update(hoard_seconds=round(time.monotonic() - t, 2), hoard=out)
+    lookaside = lookaside_source(policy)
+    if policy == "demand+media":  # the site indexes its media ahead of time (reads it, tags need the user's keys)
+        t = time.monotonic()
+        r["media_index"] = json.loads(site.isr("lookaside", "index", lookaside, "--json").stdout)
+        r["media_index_s"] = round(time.monotonic() - t, 2)
     netns("set-rate", rate)
     con = Console(os.path.join(rundir, "console"), os.path.join(rundir, "console.log"))
     try:
         t0 = time.monotonic()
-        out = site.isr("resume", PARCEL, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0", "--json", *POLICIES[policy])
+        out = site.isr("resume", PARCEL, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0", "--json", *POLICIES[policy],
+                       *(["--lookaside", lookaside] if lookaside else []))
         t_ret = time.monotonic()
         t_pong = ping(con)
         res = json.loads(out.stdout)  # the session's counters at cont (isr stat would also read keyring pages over the link)
         r.update(resume_s=round(t_pong - t0, 3), resume_cmd_s=round(t_ret - t0, 3), resume_to_cont_s=res.get("resumeSeconds"),
-                 home_bytes_at_cont=res.get("homeBytes"), transfers_at_cont=res.get("transfers"), trace=res.get("trace"))
+                 home_bytes_at_cont=res.get("homeBytes"), transfers_at_cont=res.get("transfers"), trace=res.get("trace"),
+                 lookaside_at_cont=res.get("lookaside"))
         if with_workload:
             w, g = workload(con)
             s1 = site.stat().get("session") or {}
             r.update(workload_s=round(w, 2), guest_seconds=g, guest_wait_s=s1.get("guestWaitSeconds"), misses=s1.get("misses"),
-                     home_bytes_total=s1.get("homeBytes"), cache_bytes=s1.get("cacheBytes"), transfers=s1.get("transfers"))
+                     home_bytes_total=s1.get("homeBytes"), cache_bytes=s1.get("cacheBytes"), transfers=s1.get("transfers"),
+                     lookaside=s1.get("lookaside"), lookaside_bytes=s1.get("lookasideBytes"))
     finally:
         con.close()
         netns("set-rate", "none")
@@ -464,12 +562,19 @@ def plan():
         p.append(("local", None, 9, True))
         for c in ("isr:demand", "isr:demand+ws", "isr:proactive", "peer:nbdkit"):
             p.append((c, rate, 5, True))
+        # Lookaside cells next to plain demand on the same link: media and jukebox at 10 Mbit/s (and 1 below), the
+        # stale dongle at 100 Mbit/s, where isr's fetch wait is smallest and so an added cost shows most.
+        p += [(c, rate, 3, True) for c in LOOKASIDE_WORKLOAD] if rate == "10mbit" else [("isr:demand+staledongle", rate, 5, True)]
         # After a baseline or ISR-1 copy the guest runs from local data: one workload run checks that, latency is the point.
         p += [("isr:baseline", rate, 3, rate == "100mbit"), ("peer:isr1", rate, 3, False)]
     p += [("local", None, 9, True), ("isr:demand", "1mbit", 3, False), ("isr:demand+ws", "1mbit", 2, False), ("isr:proactive", "1mbit", 2, False),
           ("peer:nbdkit", "1mbit", 1, False), ("isr:hoard", "100mbit", 1, False), ("isr:hoard", "10mbit", 1, False),
-          ("isr:demand+ws", "1mbit-workload", 1, True)]
+          ("isr:demand+ws", "1mbit-workload", 1, True), ("isr:demand", "1mbit-workload", 2, True)]
+    p += [(c, "1mbit-workload", 2, True) for c in LOOKASIDE_WORKLOAD]
     return p
+
+
+LOOKASIDE_WORKLOAD = ("isr:demand+media", "isr:demand+jukebox")  # workload time with a lookaside, at 10 and 1 Mbit/s
 
 
 def key(cell, rate):
@@ -501,11 +606,14 @@ def run_matrix(args):
     st = read_state()
     procs = start_services(st)
     try:
+        items = plan() if not args.only else [p for p in plan() if key(p[0], p[1]) in args.only.split(",")]
+        cells = {p[0] for p in items}
         prepare_parcel(st, args.image)
-        prepare_local(st, args.image)
+        if cells & {"local", "peer:isr1", "peer:nbdkit"}:  # another boot and workload run under TCG: only when needed
+            prepare_local(st, args.image)
+        procs += prepare_lookaside(st, args.image, cells)
         results = load_results(args.results)
         deadline = calendar.timegm(time.strptime(args.deadline, "%Y-%m-%dT%H:%M")) if args.deadline else None
-        items = plan() if not args.only else [p for p in plan() if key(p[0], p[1]) in args.only.split(",")]
         max_target = max(p[2] for p in items)
         occurrences = {}
         for cell, rate, *_ in items:
@@ -575,14 +683,16 @@ def main():
     ap.add_argument("--max-runs", type=int, help="at most this many runs per cell (a smoke run: 1)")
     ap.add_argument("--latency-only", action="store_true", help="resume latency alone: no workload run after the resume")
     ap.add_argument("--out", help="render: the Markdown file")
+    ap.add_argument("--page", choices=["policies", "lookaside"], default="policies",
+                    help="render: the whole policies page, or the lookaside cells alone (docs/benchmarks/lookaside-workload.md)")
     args = ap.parse_args()
     ROOT = args.root
     ISR, SERVER = os.path.join(ROOT, "build/Isr.Cli/isr"), os.path.join(ROOT, "build/Isr.Server/isr-server")
     if args.command == "render":
         import policies_render
-        policies_render.render(load_results(args.results), args.results, args.out)
+        (policies_render.render_lookaside if args.page == "lookaside" else policies_render.render)(load_results(args.results), args.results, args.out)
         return
-    WORK = args.work
+    WORK = os.path.abspath(args.work)
     os.makedirs(WORK, exist_ok=True)
     if os.path.exists(state_path("stop")):
         os.unlink(state_path("stop"))
