@@ -4,7 +4,7 @@ Physical limit of a resume = bytes that must cross the link before `cont` / nomi
 time (QEMU resuming the same guest from a local file, measured in the same run). Cells not measured (hours long)
 are estimated from the bytes and the link efficiency the same transfer reached at 10 Mbit/s, and marked "est.".
 """
-import json, os, shutil, statistics, subprocess
+import json, os, re, shutil, statistics, subprocess
 
 RATES = [("100mbit", 100e6, "100 Mbit/s"), ("10mbit", 10e6, "10 Mbit/s"), ("1mbit", 1e6, "1 Mbit/s"), ("100kbit", 100e3, "100 kbit/s")]
 ROWS = [("isr:baseline", "baseline (copy-in)"), ("isr:proactive", "proactive (hoard, then resume)"), ("isr:demand", "demand fetch"),
@@ -57,10 +57,13 @@ def failed(results):
         f"- {r['key']} run {r.get('run')} ({r.get('started')}): {r['error'][:200].splitlines()[0] if r['error'] else ''}" for r in errors] + [""]
 
 
-def write(out, lines, results):
-    """The page, closed by the method notes."""
+def write(out, lines, results, results_path):
+    """The page, closed by the method notes and by the readings written by hand for this results file
+    (RESULTS.notes.md next to RESULTS.jsonl): findings stay with the runs they are about."""
     notes = os.path.join(os.path.dirname(__file__), "policies-notes.md")
-    lines += open(notes).read().splitlines() if os.path.exists(notes) else []
+    readings = re.sub(r"\.jsonl$", "", results_path) + ".notes.md"
+    for path in (notes, readings):
+        lines += [""] + open(path).read().splitlines() if os.path.exists(path) else []
     open(out, "w").write("\n".join(lines) + "\n")
     print(f"wrote {out} ({len(results)} runs, {sum('error' in r for r in results)} failed)")
 
@@ -76,7 +79,7 @@ def render_lookaside(results, results_path, out):
     lines.append(f"T_local = {T_local:.1f} s (no ISR, the same guest from a local file, median of {len(ok(results, 'local@local', 'workload_s'))})."
                  if T_local else "No local run yet.")
     lines.append("")
-    write(out, lines + lookaside(results, setup, T_local) + failed(results), results)
+    write(out, lines + lookaside(results, setup, T_local) + failed(results), results, results_path)
 
 
 def render(results, results_path, out):
@@ -224,7 +227,7 @@ def render(results, results_path, out):
     plots = make_plots(plot_rows, wl_plot, T_local, os.path.dirname(out))
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    write(out, lines, results)
+    write(out, lines, results, results_path)
 
 
 def targets(results, L, T_local, must_cross, limit):
