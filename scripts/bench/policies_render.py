@@ -224,7 +224,7 @@ def render(results, results_path, out):
         lines.append("")
 
     lines += failed(results)
-    plots = make_plots(plot_rows, wl_plot, T_local, os.path.dirname(out))
+    plots = make_plots(plot_rows, wl_plot, T_local, os.path.dirname(out), os.path.splitext(os.path.basename(out))[0])
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     write(out, lines, results, results_path)
@@ -371,7 +371,8 @@ def describe(setup, results, L, T_local):
     return out
 
 
-def make_plots(plot_rows, wl_plot, T_local, outdir):
+def make_plots(plot_rows, wl_plot, T_local, outdir, page):
+    """PNG plots named after the page (policies.md: policies-latency.png, policies-workload.png)."""
     if not shutil.which("gnuplot"):
         return []
     made = []
@@ -380,14 +381,14 @@ def make_plots(plot_rows, wl_plot, T_local, outdir):
         for row in plot_rows:
             f.write('"' + row[0].split(" (")[0].replace("peer: ", "") + '" ' + " ".join(f"{v:.2f}" if v else "NaN" for v in row[1:]) + "\n")
     script = f"""set terminal png size 1000,560 font ',10'
-set output '{outdir}/policies-latency.png'
+set output '{outdir}/{page}-latency.png'
 set title 'Resume latency (median; estimates included), log scale'
 set style data histograms; set style histogram clustered gap 1; set style fill solid 0.8 border -1
 set logscale y; set ylabel 'seconds'; set key top left; set xtics rotate by -20; set grid ytics
 plot '{data}' using 2:xtic(1) title '100 Mbit/s', '' using 3 title '10 Mbit/s', '' using 4 title '1 Mbit/s', '' using 5 title '100 kbit/s'
 """
     if subprocess.run(["gnuplot"], input=script, text=True).returncode == 0:
-        made.append("policies-latency.png")
+        made.append(f"{page}-latency.png")
     os.unlink(data)
     if wl_plot and T_local:
         data = os.path.join(outdir, "policies-workload.dat")
@@ -395,13 +396,13 @@ plot '{data}' using 2:xtic(1) title '100 Mbit/s', '' using 3 title '10 Mbit/s', 
             for name, t in wl_plot:
                 f.write(f'"{name}" {t:.1f}\n')
         script = f"""set terminal png size 1000,560 font ',10'
-set output '{outdir}/policies-workload.png'
+set output '{outdir}/{page}-workload.png'
 set title 'Workload time after resume (median); line: no ISR, T_local (local file)'
 set style data histograms; set style fill solid 0.8 border -1; set boxwidth 0.8
 set ylabel 'seconds'; set yrange [0:*]; set xtics rotate by -30; set grid ytics; unset key
 plot '{data}' using 2:xtic(1), {T_local:.1f} with lines dt 2 lw 2
 """
         if subprocess.run(["gnuplot"], input=script, text=True).returncode == 0:
-            made.append("policies-workload.png")
+            made.append(f"{page}-workload.png")
         os.unlink(data)
     return made
