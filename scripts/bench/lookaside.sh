@@ -86,7 +86,8 @@ for rate in "${RATES[@]}"; do
             esac
             site "$S" resume box --version 3 --headless --prefetch none "${extra[@]}" --json > "$WORK/resume.json"
             t[$mode]="${t[$mode]:-} $(json "round(d['resumeSeconds'], 2)" < "$WORK/resume.json")"
-            echo "# $rate run $run $mode: $(json "d['resumeSeconds']" < "$WORK/resume.json") s" >&2
+            # The sources' counters at cont: a slow run shows whether a source timed out (failures) or was cut off (skipped).
+            echo "# $rate run $run $mode: $(json "d['resumeSeconds']" < "$WORK/resume.json") s; from home $(json "round((d.get('homeBytes') or 0) / 1e6, 1)" < "$WORK/resume.json") MB; lookaside $(json "[(s['source'], s['hits'], s['misses'], s['failures'], s['skipped']) for s in d.get('lookaside') or []]" < "$WORK/resume.json")" >&2
             stop_site "$S" "$(json "d.get('qemuPid') or ''" < "$WORK/resume.json")"
             rm -rf "$S"
         done

@@ -50,6 +50,29 @@ def netns(*args):
     sh(["bash", os.path.join(ROOT, "scripts/bench/netns.sh"), *args])
 
 
+SETTLE_SECONDS = 0.0  # --settle
+
+
+def settle_memory():
+    """Idles --settle seconds before a timed resume. This host is a VM that reports free memory back to its
+    hypervisor about 2 s after it is freed; a huge page touched after that costs ~8 ms (refaulted there), so QEMU
+    loading the guest's RAM took ~0.45 s of system time, against 0.03 s right after another QEMU had freed its RAM
+    (scripts/bench/policies-notes.md). Back-to-back local runs were lucky that way and isr runs (login and hoard come
+    first) were not; idling before every timed resume, of isr and of the peers alike, gives each the same cold start."""
+    if SETTLE_SECONDS > 0:
+        time.sleep(SETTLE_SECONDS)
+
+
+def qemu_cpu_ms(pid):
+    """User and system CPU of a process so far (QEMU's fault cost at load shows in the system part)."""
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return {"user": int(f[11]) * 1000 // tick, "sys": int(f[12]) * 1000 // tick}
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def load_avg():
     return float(open("/proc/loadavg").read().split()[0])
 
@@ -184,6 +207,14 @@ class PlainVm:
     def alive(self):
         return self.proc.poll() is None
 
+    def qemu_pid(self):
+        """QEMU itself: the child of `timeout` (or of `ip netns exec`, which execs into timeout)."""
+        try:
+            kids = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()
+            return int(kids[0]) if kids else None
+        except OSError:
+            return None
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)  # timeout forwards it to QEMU
@@ -209,6 +240,13 @@ class Site:
 
     def stat(self):
         return json.loads(self.isr("stat", PARCEL, "--json").stdout)
+
+    def qemu_pid(self):
+        """From the session's QEMU record (parcels/NAME/qemu.json), without asking the daemon."""
+        try:
+            return json.load(open(os.path.join(self.home, "parcels", PARCEL, "qemu.json")))["pid"]
+        except (OSError, ValueError, KeyError):
+            return None
 
     def stop_vm(self):
         """Ends a benchmark session without keeping anything: QEMU killed by its PID, the disk-only version dropped,
@@ -283,28 +321,47 @@ http {{ access_log off; sendfile on; default_type application/octet-stream;
 
 def prepare_parcel(st, image):
     """The parcel the runs resume: created from the guest's disk, booted, one workload run, caches dropped, suspended,
-    checked in. Its version has a memory image and a working set (boot + workload)."""
-    if st.get("parcel_ready"):
+    checked in; then resumed from that memory image for one more workload run, suspended and checked in again. The
+    runs resume that last version: its working set is the one a resumed session records (a boot reads much that a
+    resume never asks for), which is what working-set prefetch replays for a user."""
+    if st.get("parcel_ready") and st.get("resumed_session"):
         return
     netns("set-rate", "none")
     site = Site(state_path("prep-site"))
     site.login(st["fingerprint"])
+    if not st.get("parcel_ready"):
+        first_session(st, site, image)
+    log("prepare: resume from the memory image, one workload run, drop caches, suspend, check in")
+    session_with_workload(site, st, boot=False)
+    stat = site.stat()
+    st.update(resumed_session=True, parcel_head=stat.get("headVersion"), memory_image_raw=stat.get("memoryImageBytes"))
+    write_state(st)
+
+
+def session_with_workload(site, st, boot):
+    """Resume (a boot the first time), one workload run, page cache dropped, suspend, check in."""
+    con = Console(os.path.join(site.home, "console"), os.path.join(site.home, "console.log"))
+    try:
+        site.isr("resume", PARCEL, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0")
+        if boot:
+            con.wait(r"^ISR-READY", 0, 600)
+        else:
+            ping(con)
+        m = con.mark(); con.send("run"); con.wait(r"^ISR-WORKLOAD-DONE", m, 1800)
+        m = con.mark(); con.send("drop"); con.wait(r"^ISR-DROPPED", m, 300)
+        st["suspend"] = json.loads(site.isr("suspend", PARCEL, "--json").stdout)
+    finally:
+        con.close()
+    site.isr("checkin", PARCEL)
+
+
+def first_session(st, site, image):
     if not st.get("parcel_created"):
         log("prepare: isr create (imports the 2 GiB disk through our NBD server)")
         site.isr("create", PARCEL, "--from", image, "--memory", MEM, "--accelerator", ACCEL)
         st["parcel_created"] = True; write_state(st)
-    con = Console(os.path.join(site.home, "console"), os.path.join(site.home, "console.log"))
-    try:
-        log("prepare: first resume (boot), one workload run, drop caches, suspend, check in")
-        site.isr("resume", PARCEL, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0")
-        con.wait(r"^ISR-READY", 0, 600)
-        m = con.mark(); con.send("run"); con.wait(r"^ISR-WORKLOAD-DONE", m, 1800)
-        m = con.mark(); con.send("drop"); con.wait(r"^ISR-DROPPED", m, 300)
-        out = json.loads(site.isr("suspend", PARCEL, "--json").stdout)
-        st["suspend"] = out
-    finally:
-        con.close()
-    site.isr("checkin", PARCEL)
+    log("prepare: first resume (boot), one workload run, drop caches, suspend, check in")
+    session_with_workload(site, st, boot=True)
     stat = site.stat()
     st.update(parcel_ready=True, parcel_head=stat.get("headVersion"), memory_image_raw=stat.get("memoryImageBytes"),
               disk_size=stat.get("diskSize"))
@@ -469,6 +526,7 @@ def run_isr(policy, rate, rundir, with_workload, st):
     netns("set-rate", rate)
     con = Console(os.path.join(rundir, "console"), os.path.join(rundir, "console.log"))
     try:
+        settle_memory()
         t0 = time.monotonic()
         out = site.isr("resume", PARCEL, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0", "--json", *POLICIES[policy],
                        *(["--lookaside", lookaside] if lookaside else []))
@@ -477,7 +535,7 @@ def run_isr(policy, rate, rundir, with_workload, st):
         res = json.loads(out.stdout)  # the session's counters at cont (isr stat would also read keyring pages over the link)
         r.update(resume_s=round(t_pong - t0, 3), resume_cmd_s=round(t_ret - t0, 3), resume_to_cont_s=res.get("resumeSeconds"),
                  home_bytes_at_cont=res.get("homeBytes"), transfers_at_cont=res.get("transfers"), trace=res.get("trace"),
-                 lookaside_at_cont=res.get("lookaside"))
+                 lookaside_at_cont=res.get("lookaside"), qemu_cpu_at_pong=qemu_cpu_ms(site.qemu_pid()))
         if with_workload:
             w, g = workload(con)
             s1 = site.stat().get("session") or {}
@@ -503,6 +561,7 @@ def run_plain(kind, rate, rundir, with_workload, st):
     r = {}
     if kind != "local":
         netns("set-rate", rate)
+    settle_memory()
     t0 = time.monotonic()
     if kind == "local":
         base, state = os.path.join(local, "disk.img"), f"cat {local}/mem.state"
@@ -534,7 +593,7 @@ def run_plain(kind, rate, rundir, with_workload, st):
         vm.qmp.cmd("cont")
         t_cont = time.monotonic()
         t_pong = ping(vm.console, vm.alive)
-        r.update(resume_s=round(t_pong - t0, 3), resume_to_cont_s=round(t_cont - t0, 3))
+        r.update(resume_s=round(t_pong - t0, 3), resume_to_cont_s=round(t_cont - t0, 3), qemu_cpu_at_pong=qemu_cpu_ms(vm.qemu_pid()))
         if with_workload:
             w, g = workload(vm.console, vm.alive)
             r.update(workload_s=round(w, 2), guest_seconds=g)
@@ -639,7 +698,8 @@ def run_matrix(args):
                 rundir = state_path(f"runs/{key(cell, rate).replace(':', '-').replace('+', 'p')}-{int(time.time())}")
                 t = time.monotonic()
                 rec = {"key": key(cell, rate), "cell": cell, "rate": rate or "local", "run": done + 1, "workload": with_workload,
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_before": load_avg()}
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_before": load_avg(),
+                       "settle_s": SETTLE_SECONDS}
                 try:
                     kind, name = cell.split(":") if ":" in cell else ("plain", cell)
                     link = rate.split("-")[0] if rate else None  # "1mbit-workload": a separate target on the same link
@@ -682,11 +742,15 @@ def main():
     ap.add_argument("--only", help="comma-separated cell keys, e.g. isr:demand@10mbit")
     ap.add_argument("--max-runs", type=int, help="at most this many runs per cell (a smoke run: 1)")
     ap.add_argument("--latency-only", action="store_true", help="resume latency alone: no workload run after the resume")
+    ap.add_argument("--settle", type=float, default=3.0,
+                    help="seconds of idling before each timed resume, isr and peers alike (see settle_memory; 0: none)")
     ap.add_argument("--out", help="render: the Markdown file")
     ap.add_argument("--page", choices=["policies", "lookaside"], default="policies",
                     help="render: the whole policies page, or the lookaside cells alone (docs/benchmarks/lookaside-workload.md)")
     args = ap.parse_args()
     ROOT = args.root
+    global SETTLE_SECONDS
+    SETTLE_SECONDS = args.settle
     ISR, SERVER = os.path.join(ROOT, "build/Isr.Cli/isr"), os.path.join(ROOT, "build/Isr.Server/isr-server")
     if args.command == "render":
         import policies_render

@@ -138,6 +138,8 @@ public sealed class LookasideTests : IDisposable
         Assert.Equal(3, hanging.Asked); // then cut off: the other five were not sent to it
         Assert.Equal(3, failing.Asked);
         Assert.All(chain.Stats, s => Assert.Equal((3L, 5L, true), (s.Failures, s.Skipped, s.CutOff)));
+        // The time asked counts each wait for a timeout in full: three of at least 20 ms for the hanging source.
+        Assert.InRange(chain.Stats[0].Seconds, 3 * 0.019, 3600);
         Assert.Equal(8, _countedHome.Gets);
     }
 

@@ -220,7 +220,10 @@ public sealed class PrefetchTests : IAsyncLifetime
             await disk.ReadAsync(16L * chunk - 10, 20);          // spans 15 and 16
             await disk.WriteAsync(33L * chunk, new byte[chunk], fua: false, default); // a whole-chunk write reads nothing
             await disk.WriteAsync(34L * chunk + 1, new byte[5], fua: false, default); // a partial write reads the chunk
+            await disk.ReadAsync(33L * chunk, 10);               // the guest's own write: nothing another site must fetch
             await disk.ReadAsync(40L * chunk, 10);
+            Assert.True(_s.BaseRefs[20].IsZeroChunk);
+            await disk.ReadAsync(20L * chunk, 10);               // a hole in the version: nothing to fetch either
         }
         long[] expected = [7, 2, 30, 15, 16, 34, 40];
         Assert.Equal(expected, recorder.Snapshot());

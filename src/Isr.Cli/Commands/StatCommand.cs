@@ -65,7 +65,7 @@ public static class StatCommand
                     Row("session", $"{running.State}; {running.Misses} misses, guest waited {running.GuestWaitSeconds:F2} s; fetched {Cli.Bytes(running.HomeBytes)} from home, {Cli.Bytes(running.CacheBytes)} from cache");
                 if (running?.GuestClock is { } clock) Row("guest clock", clock);
                 foreach (var l in running?.Lookaside ?? [])
-                    Row($"lookaside", $"{l.Source}: {l.Hits} hits ({Cli.Bytes(l.Bytes)}), {l.Misses} misses, {l.Rejected} rejected (wrong blob), {l.Failures} failures, {l.Skipped} skipped{(l.CutOff ? "; cut off now" : "")}");
+                    Row($"lookaside", $"{l.Source}: {l.Hits} hits ({Cli.Bytes(l.Bytes)}), {l.Misses} misses, {l.Rejected} rejected (wrong blob), {l.Failures} failures, {l.Skipped} skipped, {l.Seconds:F3} s asking{(l.CutOff ? "; cut off now" : "")}");
                 if (running?.Transfers is { } t)
                 {
                     Row("transfers", $"policy {t.Policy.ToString().ToLowerInvariant()}; resume took {running.ResumeSeconds:F2} s; from home: {Cli.Bytes(t.DemandHomeBytes)} on demand, " +

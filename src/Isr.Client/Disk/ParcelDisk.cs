@@ -46,7 +46,10 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     public long DirtyBytes => _dirty.Values.Where(c => !c.IsZeroChunk).Sum(c => (long)c.Length) + _pending.Values.Sum(b => (long)b.Length);
     public TimeSpan GuestWaitTime => TimeSpan.FromTicks(Interlocked.Read(ref _guestWaitTicks));
     public long Misses => Interlocked.Read(ref _misses);
-    /// <summary>Called with the chunk index of every read (and partial write) the guest makes: working-set recording.</summary>
+    /// <summary>Called with the chunk index of every read (and partial write) the guest makes of the version's own non-zero
+    /// data, what another site would have to fetch: working-set recording. Not for reads of what the guest wrote in this
+    /// session: a repeated workload writes those again before it reads them, and replaying them cost the next resume
+    /// link time the guest did not need (62 MiB fetched against 48 MiB by demand at 10 Mbit/s).</summary>
     public Action<long>? ChunkRead { get; set; }
 
     private int ChunkLength(long index) => (int)Math.Min(ChunkSize, Size - index * ChunkSize);
@@ -192,9 +195,12 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     /// <summary>The chunk's current plaintext; callers must not modify it.</summary>
     private async ValueTask<byte[]> GetPlaintextAsync(long index, CancellationToken ct)
     {
-        ChunkRead?.Invoke(index);
         if (_pending.TryGetValue(index, out var plain)) return plain;
-        var chunk = _dirty.TryGetValue(index, out var dirty) ? dirty : await BaseRefAsync(index, ct);
+        if (!_dirty.TryGetValue(index, out var chunk))
+        {
+            chunk = await BaseRefAsync(index, ct);
+            if (!chunk.IsZeroChunk) ChunkRead?.Invoke(index);
+        }
         if (chunk.IsZeroChunk) return chunk.Length == ChunkSize ? _zeroChunk : new byte[chunk.Length];
         var decoded = _decoded.Get(chunk.Tag);
         if (decoded != null) return decoded;

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Isr.Format;
 using Isr.Storage;
 
@@ -24,7 +25,10 @@ public interface ILookasideSource : IDisposable
 /// <param name="Failures">Errors and timeouts.</param>
 /// <param name="Skipped">Requests not sent because the source was cut off after failures.</param>
 /// <param name="CutOff">Whether the source is being skipped now.</param>
-public sealed record LookasideStats(string Source, long Hits, long Bytes, long Misses, long Rejected, long Failures, long Skipped, bool CutOff);
+/// <param name="Seconds">Time spent asking it, summed over requests (and checking what it gave): what it cost the fetches
+/// that came to it, whether it had the blob or not.</param>
+public sealed record LookasideStats(string Source, long Hits, long Bytes, long Misses, long Rejected, long Failures, long Skipped, bool CutOff,
+    double Seconds);
 
 public sealed record LookasideOptions
 {
@@ -61,6 +65,7 @@ public sealed class LookasideChain : IDisposable
         foreach (var guarded in _sources)
         {
             if (!guarded.Admit(DateTimeOffset.UtcNow)) continue;
+            long asked = Stopwatch.GetTimestamp();
             byte[]? blob;
             using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct))
             {
@@ -71,7 +76,7 @@ public sealed class LookasideChain : IDisposable
                 }
                 catch (Exception) when (!ct.IsCancellationRequested)
                 {
-                    guarded.Failed(_options);
+                    guarded.Failed(_options, asked);
                     continue;
                 }
                 catch (OperationCanceledException)
@@ -80,9 +85,9 @@ public sealed class LookasideChain : IDisposable
                     throw;
                 }
             }
-            if (blob is null) { guarded.Missed(); continue; }
-            if (!tag.Matches(blob)) { guarded.Rejected(_options); continue; }
-            guarded.Hit(blob.Length);
+            if (blob is null) { guarded.Missed(asked); continue; }
+            if (!tag.Matches(blob)) { guarded.Rejected(_options, asked); continue; }
+            guarded.Hit(blob.Length, asked);
             return (blob, guarded.Source.Name);
         }
         return null;
@@ -97,7 +102,7 @@ public sealed class LookasideChain : IDisposable
     private sealed class Guarded(ILookasideSource source)
     {
         private readonly Lock _lock = new();
-        private long _hits, _bytes, _misses, _rejected, _failures, _skipped;
+        private long _hits, _bytes, _misses, _rejected, _failures, _skipped, _ticks;
         private int _inARow;
         private DateTimeOffset _cutOffUntil = DateTimeOffset.MinValue;
         private bool _probing;
@@ -117,22 +122,29 @@ public sealed class LookasideChain : IDisposable
         }
 
         public void Abandoned() { lock (_lock) _probing = false; }
-        public void Hit(long bytes) { lock (_lock) { _hits++; _bytes += bytes; Answered(); } }
-        public void Missed() { lock (_lock) { _misses++; Answered(); } }
-        public void Rejected(LookasideOptions o) { lock (_lock) { _rejected++; Problem(o); } }
-        public void Failed(LookasideOptions o) { lock (_lock) { _failures++; Problem(o); } }
+        public void Hit(long bytes, long asked) { lock (_lock) { _hits++; _bytes += bytes; Answered(asked); } }
+        public void Missed(long asked) { lock (_lock) { _misses++; Answered(asked); } }
+        public void Rejected(LookasideOptions o, long asked) { lock (_lock) { _rejected++; Problem(o, asked); } }
+        public void Failed(LookasideOptions o, long asked) { lock (_lock) { _failures++; Problem(o, asked); } }
 
-        private void Answered() { _inARow = 0; _probing = false; _cutOffUntil = DateTimeOffset.MinValue; }
-
-        private void Problem(LookasideOptions o)
+        private void Answered(long asked)
         {
+            _ticks += Stopwatch.GetTimestamp() - asked;
+            _inARow = 0; _probing = false; _cutOffUntil = DateTimeOffset.MinValue;
+        }
+
+        private void Problem(LookasideOptions o, long asked)
+        {
+            _ticks += Stopwatch.GetTimestamp() - asked;
             _probing = false;
             if (++_inARow >= o.FailuresToCutOff) _cutOffUntil = DateTimeOffset.UtcNow + o.CutOffFor;
         }
 
         public LookasideStats Stats(DateTimeOffset now)
         {
-            lock (_lock) return new LookasideStats(source.Name, _hits, _bytes, _misses, _rejected, _failures, _skipped, now < _cutOffUntil);
+            lock (_lock)
+                return new LookasideStats(source.Name, _hits, _bytes, _misses, _rejected, _failures, _skipped, now < _cutOffUntil,
+                    Math.Round((double)_ticks / Stopwatch.Frequency, 4));
         }
     }
 }

@@ -166,7 +166,7 @@ public sealed class ParcelSession : IAsyncDisposable
             if (!cold)
             {
                 var chunks = ChunkListTree.ReadAllAsync(version.MemoryRootTag, version.MemoryChunks, fetcher.LoadPageAsync, parcel.Keys, ct);
-                await session._vm.LoadStateAsync((stream, token) => MemoryImage.RestoreAsync(chunks, fetcher, parcel.Codec, stream, token), ct);
+                await session._vm.LoadStateAsync((stream, token) => MemoryImage.RestoreAsync(chunks, fetcher, parcel.Codec, stream, token, trace), ct);
                 trace?.Mark("memory image loaded");
             }
             await session._vm.ContinueAsync(ct);

@@ -110,6 +110,11 @@ public sealed class SessionTransfers : IAsyncDisposable
         progress?.Report($"copy-in done: {result.Fetched} blobs ({result.BytesFetched / 1e6:F1} MB) fetched, {result.AlreadyCached} were cached");
     }
 
+    /// <summary>Requests of the working-set replay in flight. A guest read that misses shares the link with them: with 8 the
+    /// guest waited 16–18 s on fetches at 10 Mbit/s, with 4 (or 2) 11–12 s (docs/benchmarks/policies-ws.md), and 4 keep
+    /// a fast link busy.</summary>
+    private const int WorkingSetConcurrency = 4;
+
     /// <summary>Fetches the working set recorded at the previous resume, in its order (called once the VM runs).</summary>
     public void StartWorkingSetReplay()
     {
@@ -124,7 +129,7 @@ public sealed class SessionTransfers : IAsyncDisposable
                 var indices = WorkingSet.Open(blob, _parcel.Keys, _parcel.Info.Id);
                 Interlocked.Exchange(ref _replayed, indices.Count);
                 await _prefetcher.RunAsync(WorkingSet.ResolveAsync(indices, _version, _direct.LoadPageAsync, _parcel.Keys, ct),
-                    new PrefetchOptions { Concurrency = 8, YieldToDemand = false }, ct);
+                    new PrefetchOptions { Concurrency = WorkingSetConcurrency, YieldToDemand = false }, ct);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
             catch (Exception e) { _log?.Invoke($"working-set prefetch of '{_parcel.Name}' stopped: {e.Message}"); }
