@@ -2,6 +2,7 @@
 # Resume latency over a shaped link: demand fetch vs hoarded (proactive) vs a current dongle vs a stale dongle.
 # Usage: sudo scripts/bench/lookaside.sh [RATE ...]        (default: 100mbit 10mbit 1mbit)
 # Environment: MODES (default "demand hoarded dongle stale"), RUNS per cell (default 1; the table shows the median),
+# SETTLE seconds idle before each timed resume (default 3),
 # ISR_NETNS_SRV / ISR_NETNS_SITE / ISR_NETNS_PREFIX (namespace names and addresses, defaults isrla-srv, isrla-site, 10.79.0).
 # Needs: isr and isr-server built (dotnet build Isr.slnx -c Release), the test guest (ISR_TEST_GUEST, default guest/out).
 # The server runs in its own network namespace, each site in the other, joined by a veth pair shaped with tbf
@@ -84,6 +85,9 @@ for rate in "${RATES[@]}"; do
                 dongle) extra=(--lookaside "$WORK/dongle-v3") ;;
                 stale) extra=(--lookaside "$WORK/dongle-v2") ;;
             esac
+            # The same idle time before every timed resume: this host hands freed memory back to its hypervisor after
+            # ~2 s, and QEMU's load pays for it or not by luck (scripts/bench/qemu-load-cost.py; policies.py --settle).
+            sleep "${SETTLE:-3}"
             site "$S" resume box --version 3 --headless --prefetch none "${extra[@]}" --json > "$WORK/resume.json"
             t[$mode]="${t[$mode]:-} $(json "round(d['resumeSeconds'], 2)" < "$WORK/resume.json")"
             # The sources' counters at cont: a slow run shows whether a source timed out (failures) or was cut off (skipped).
