@@ -172,7 +172,7 @@ class Qmp:
             if "error" in r:
                 raise RuntimeError(f"QMP {name}: {r['error']}")
 
-    def wait_migration(self, timeout=3600):
+    def wait_migration(self, timeout=3600, poll=0.1):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             st = self.cmd("query-migrate").get("status")
@@ -180,7 +180,7 @@ class Qmp:
                 return
             if st in ("failed", "cancelled"):
                 raise RuntimeError(f"migration {st}")
-            time.sleep(0.1)
+            time.sleep(poll)
         raise TimeoutError("migration")
 
 

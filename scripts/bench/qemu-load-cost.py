@@ -21,36 +21,7 @@ import subprocess
 import tempfile
 import time
 
-
-def qmp_session(path, deadline=10.0):
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(path)
-            break
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.01)
-    f = s.makefile("rw")
-    f.readline()
-
-    def execute(command, arguments=None):
-        f.write(json.dumps({"execute": command, **({"arguments": arguments} if arguments else {})}) + "\n")
-        f.flush()
-        while True:
-            reply = json.loads(f.readline())
-            if "return" in reply or "error" in reply:
-                return reply
-    execute("qmp_capabilities")
-    return execute
-
-
-def cpu_ms(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) * 1000 // tick, int(fields[12]) * 1000 // tick
+from policies import Qmp, qemu_cpu_ms
 
 
 def load_once(state, disk, scratch):
@@ -64,24 +35,19 @@ def load_once(state, disk, scratch):
                              "-drive", f"file={disk},format=raw,if=virtio,readonly=on", "-S", "-incoming", "defer"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        execute = qmp_session(qmp)
-        execute("migrate-incoming", {"uri": "unix:" + incoming})
+        qmp_client = Qmp(qmp, timeout=10)
+        qmp_client.cmd("migrate-incoming", uri="unix:" + incoming)
         data = open(state, "rb").read()
         pid = int(open(f"/proc/{qemu.pid}/task/{qemu.pid}/children").read().split()[0])
-        user0, sys0 = cpu_ms(pid)
+        cpu0 = qemu_cpu_ms(pid)
         t0 = time.monotonic()
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(incoming)
             s.sendall(data)
-        for _ in range(6000):
-            if execute("query-migrate")["return"].get("status") == "completed":
-                break
-            time.sleep(0.005)
-        else:
-            raise TimeoutError("the load did not complete")
+        qmp_client.wait_migration(timeout=30, poll=0.005)
         wall = time.monotonic() - t0
-        user1, sys1 = cpu_ms(pid)
-        return {"load_s": round(wall, 3), "qemu_user_ms": user1 - user0, "qemu_sys_ms": sys1 - sys0}
+        cpu1 = qemu_cpu_ms(pid)
+        return {"load_s": round(wall, 3), "qemu_user_ms": cpu1["user"] - cpu0["user"], "qemu_sys_ms": cpu1["sys"] - cpu0["sys"]}
     finally:
         qemu.terminate()
         qemu.wait(20)
