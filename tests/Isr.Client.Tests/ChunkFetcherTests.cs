@@ -153,6 +153,65 @@ public sealed class ChunkFetcherTests : IDisposable
         Assert.Equal(200, fetcher.Counters.HomeFetches + fetcher.Counters.CacheHits + (200 - fetcher.Counters.HomeFetches - fetcher.Counters.CacheHits));
     }
 
+    [Fact]
+    public async Task AGuestReadOfABlobBeingPrefetchedWaitsForThatFetch()
+    {
+        var home = new GatedStore(open: false);
+        var blob = TestData.Random(3000, 9);
+        var tag = ChunkTag.Of(blob);
+        await home.PutAsync(tag, blob, default);
+        var fetcher = new ChunkFetcher(_cache, home);
+        var prefetch = fetcher.PrefetchAsync(tag, async (t, ct) =>
+        {
+            var fetched = (await home.GetAsync(t, ct))!;
+            await _cache.PutAsync(t, fetched, ct);
+            return fetched;
+        }, default);
+        var read = fetcher.GetOrStallAsync(tag, default);
+        var again = fetcher.GetAsync(tag, default).AsTask();
+        // The guest is fetching it already: a second prefetch sends nothing.
+        Assert.Null(await fetcher.PrefetchAsync(tag, (_, _) => throw new InvalidOperationException("fetched twice"), default));
+        home.Open();
+        Assert.Equal(blob, await prefetch);
+        Assert.Equal(blob, await read);
+        Assert.Equal(blob, await again);
+        Assert.Equal(1, home.Gets);
+        Assert.Equal(0, fetcher.Counters.HomeFetches); // the prefetcher's bytes, not the guest's
+    }
+
+    [Fact]
+    public async Task AGuestReadWhosePrefetchFailsFetchesOnItsOwn()
+    {
+        var (tag, blob) = await StoreAtHome(10);
+        var fetcher = new ChunkFetcher(_cache, _home);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var prefetch = fetcher.PrefetchAsync(tag, async (_, _) =>
+        {
+            await gate.Task;
+            throw new IOException("the prefetch's connection dropped");
+        }, default);
+        var read = fetcher.GetOrStallAsync(tag, default);
+        gate.SetResult();
+        await Assert.ThrowsAsync<IOException>(() => prefetch);
+        Assert.Equal(blob, await read);
+        Assert.Equal(1, fetcher.Counters.HomeFetches);
+    }
+
+    [Fact]
+    public async Task APrefetchOfABlobTheGuestIsFetchingSendsNothing()
+    {
+        var home = new GatedStore(open: false);
+        var blob = TestData.Random(3000, 11);
+        var tag = ChunkTag.Of(blob);
+        await home.PutAsync(tag, blob, default);
+        var fetcher = new ChunkFetcher(_cache, home);
+        var read = fetcher.GetAsync(tag, default).AsTask();
+        Assert.Null(await fetcher.PrefetchAsync(tag, (_, _) => throw new InvalidOperationException("fetched twice"), default));
+        home.Open();
+        Assert.Equal(blob, await read);
+        Assert.Equal(1, home.Gets);
+    }
+
     /// <summary>A home that holds blobs in memory, answers synchronously, and can hold every Get until opened.</summary>
     private sealed class GatedStore(bool open) : IChunkStore
     {

@@ -198,7 +198,7 @@ public sealed class PrefetchTests : IAsyncLifetime
         // Demand moves for the first 5 polls, then goes quiet: prefetch goes on only after that.
         Func<long> activity = () => Interlocked.Increment(ref polls) <= 5 ? Interlocked.Increment(ref demand) : Interlocked.Read(ref demand);
         var fetchedAtPoll = new List<int>();
-        var prefetcher = new Prefetcher((tag, ct) => { fetchedAtPoll.Add(Volatile.Read(ref polls)); return ValueTask.FromResult(new byte[10]); }, _ => false, activity);
+        var prefetcher = new Prefetcher((tag, ct) => { fetchedAtPoll.Add(Volatile.Read(ref polls)); return ValueTask.FromResult<byte[]?>(new byte[10]); }, _ => false, activity);
         await prefetcher.RunAsync(Prefetcher.DiskOrder(async ct => (IReadOnlyList<ChunkRef>)_s.BaseRefs),
             new PrefetchOptions { Concurrency = 1, YieldToDemand = true, Quiet = TimeSpan.Zero }, default);
         Assert.Equal(37, prefetcher.Chunks); // 41 chunks, 4 of them zero

@@ -21,8 +21,9 @@ public sealed record PrefetchOptions
 /// (all out, from `cont` on), then the rest of the disk in the background (a few at a time, pausing while
 /// the guest's own misses are being served). Chunks already cached are skipped, each index is tried once, and failures
 /// are left to the guest's own read (which retries). Counts what it fetched so statistics can tell prefetch from demand.
+/// <paramref name="fetch"/> returns null for a chunk someone else is fetching already (the guest's own read).
 /// </summary>
-public sealed class Prefetcher(Func<ChunkTag, CancellationToken, ValueTask<byte[]>> fetch, Func<ChunkTag, bool> isCached, Func<long>? demandActivity = null)
+public sealed class Prefetcher(Func<ChunkTag, CancellationToken, ValueTask<byte[]?>> fetch, Func<ChunkTag, bool> isCached, Func<long>? demandActivity = null)
 {
     private readonly ConcurrentDictionary<long, byte> _tried = new();
     private readonly ConcurrentDictionary<long, byte> _fetched = new();
@@ -34,7 +35,7 @@ public sealed class Prefetcher(Func<ChunkTag, CancellationToken, ValueTask<byte[
     /// <summary>Chunks and bytes this prefetcher fetched (not found in the cache).</summary>
     public long Chunks => Interlocked.Read(ref _chunks);
     public long Bytes => Interlocked.Read(ref _bytes);
-    /// <summary>Chunks that were in the cache already (or zero chunks, or tried before).</summary>
+    /// <summary>Chunks that were in the cache already (or zero chunks, or tried before, or being fetched by the guest).</summary>
     public long Skipped => Interlocked.Read(ref _skipped);
     public long Failed => Interlocked.Read(ref _failed);
 
@@ -75,7 +76,11 @@ public sealed class Prefetcher(Func<ChunkTag, CancellationToken, ValueTask<byte[
                 await YieldAsync(token);
                 try
                 {
-                    var blob = await fetch(item.Chunk.Tag, token);
+                    if (await fetch(item.Chunk.Tag, token) is not { } blob)
+                    {
+                        Interlocked.Increment(ref _skipped);
+                        return;
+                    }
                     Interlocked.Add(ref _bytes, blob.Length);
                     Interlocked.Increment(ref _chunks);
                     _fetched.TryAdd(item.Index, 0);
