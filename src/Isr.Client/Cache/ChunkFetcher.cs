@@ -55,7 +55,10 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
         Channel.CreateBounded<(ChunkTag, byte[])>(new BoundedChannelOptions(KeepBehindBlobs) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private const int KeepBehindBlobs = 512;
     private Task? _keeper;
+    private int _homeFetches;
     public TransferCounters Counters { get; } = new();
+    /// <summary>Fetches of this fetcher (not prefetches) waiting on the home now: the guest's misses, the memory image.</summary>
+    public int HomeFetchesInFlight => Volatile.Read(ref _homeFetches);
 
     public IChunkStore Home => home;
     public DirectoryChunkStore Cache => cache;
@@ -173,6 +176,13 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
             if (fetch.KeepLookaside) KeepBehind(tag, hinted);
             return hinted;
         }
+        Interlocked.Increment(ref _homeFetches);
+        try { return await FetchFromHomeAsync(tag, fetch, ct); }
+        finally { Interlocked.Decrement(ref _homeFetches); }
+    }
+
+    private async Task<byte[]> FetchFromHomeAsync(ChunkTag tag, Fetch fetch, CancellationToken ct)
+    {
         var backoff = FirstBackoff;
         var since = DateTimeOffset.UtcNow;
         int attempts = 0, corrupt = 0;

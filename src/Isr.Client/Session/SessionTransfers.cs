@@ -77,7 +77,8 @@ public sealed class SessionTransfers : IAsyncDisposable
         _direct = new Hoarder(site.Cache, _directSource, new HoardOptions { Concurrency = 8 });
         // Through the fetcher's map of fetches in flight: a guest read of a chunk being prefetched waits for it instead
         // of asking the link for it a second time, and the replay skips what the guest is fetching.
-        _prefetcher = new Prefetcher(async (tag, ct) => await fetcher.PrefetchAsync(tag, _direct.FetchAsync, ct), site.Cache.Contains, () => disk.Misses);
+        _prefetcher = new Prefetcher(async (tag, ct) => await fetcher.PrefetchAsync(tag, _direct.FetchAsync, ct), site.Cache.Contains, () => disk.Misses,
+            () => fetcher.HomeFetchesInFlight);
         _recorder = new WorkingSetRecorder(disk.ChunkCount)
         {
             FirstTouch = index => { if (_prefetcher.Fetched(index)) Interlocked.Increment(ref _hits); },
@@ -133,7 +134,7 @@ public sealed class SessionTransfers : IAsyncDisposable
                 Interlocked.Exchange(ref _replayed, indices.Count);
                 // Keyring leaves through the session's fetcher: the guest's first reads need the same ones at the same time.
                 await _prefetcher.RunAsync(WorkingSet.ResolveAsync(indices, _version, _fetcher.LoadPageAsync, _parcel.Keys, ct),
-                    new PrefetchOptions { Concurrency = WorkingSetConcurrency, YieldToDemand = false }, ct);
+                    new PrefetchOptions { Concurrency = WorkingSetConcurrency, ConcurrencyWhileGuestFetches = 1, YieldToDemand = false }, ct);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
             catch (Exception e) { _log?.Invoke($"working-set prefetch of '{_parcel.Name}' stopped: {e.Message}"); }
