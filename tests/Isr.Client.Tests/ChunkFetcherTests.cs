@@ -26,6 +26,16 @@ public sealed class ChunkFetcherTests : IDisposable
         return (tag, blob);
     }
 
+    /// <summary>A home holding one blob, answering nothing until opened.</summary>
+    private static async Task<(GatedStore Home, ChunkTag Tag, byte[] Blob)> ClosedHomeWith(int seed)
+    {
+        var home = new GatedStore(open: false);
+        var blob = TestData.Random(3000, seed);
+        var tag = ChunkTag.Of(blob);
+        await home.PutAsync(tag, blob, default);
+        return (home, tag, blob);
+    }
+
     [Fact]
     public async Task FetchesFromHomeThenFromCache()
     {
@@ -126,10 +136,7 @@ public sealed class ChunkFetcherTests : IDisposable
     [Fact]
     public async Task ConcurrentRequestsForOneTagShareOneFetch()
     {
-        var home = new GatedStore(open: false);
-        var blob = TestData.Random(3000, 8);
-        var tag = ChunkTag.Of(blob);
-        await home.PutAsync(tag, blob, default);
+        var (home, tag, blob) = await ClosedHomeWith(seed: 8);
         var fetcher = new ChunkFetcher(_cache, home);
         var requests = Enumerable.Range(0, 20).Select(_ => fetcher.GetAsync(tag, default).AsTask()).ToList();
         home.Open();
@@ -156,10 +163,7 @@ public sealed class ChunkFetcherTests : IDisposable
     [Fact]
     public async Task AGuestReadOfABlobBeingPrefetchedWaitsForThatFetch()
     {
-        var home = new GatedStore(open: false);
-        var blob = TestData.Random(3000, 9);
-        var tag = ChunkTag.Of(blob);
-        await home.PutAsync(tag, blob, default);
+        var (home, tag, blob) = await ClosedHomeWith(seed: 9);
         var fetcher = new ChunkFetcher(_cache, home);
         var prefetch = fetcher.PrefetchAsync(tag, async (t, ct) =>
         {
@@ -200,10 +204,7 @@ public sealed class ChunkFetcherTests : IDisposable
     [Fact]
     public async Task APrefetchOfABlobTheGuestIsFetchingSendsNothing()
     {
-        var home = new GatedStore(open: false);
-        var blob = TestData.Random(3000, 11);
-        var tag = ChunkTag.Of(blob);
-        await home.PutAsync(tag, blob, default);
+        var (home, tag, blob) = await ClosedHomeWith(seed: 11);
         var fetcher = new ChunkFetcher(_cache, home);
         var read = fetcher.GetAsync(tag, default).AsTask();
         Assert.Null(await fetcher.PrefetchAsync(tag, (_, _) => throw new InvalidOperationException("fetched twice"), default));
