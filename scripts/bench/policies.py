@@ -185,9 +185,10 @@ class Qmp:
 
 
 class PlainVm:
-    """QEMU with a local (or nbd-backed) disk, console on FIFOs, QMP; `incoming` is an exec: migration source."""
+    """QEMU with a local (or nbd-backed) disk, console on FIFOs, QMP; `incoming` is an exec: migration source, `extra`
+    more QEMU arguments (ws-bound.py's block tracing)."""
 
-    def __init__(self, dirpath, disk, fmt, ns=None, incoming=None):
+    def __init__(self, dirpath, disk, fmt, ns=None, incoming=None, extra=()):
         os.makedirs(dirpath, exist_ok=True)
         self.console = Console(os.path.join(dirpath, "console"), os.path.join(dirpath, "console.log"))
         qmp = os.path.join(dirpath, "qmp.sock")
@@ -199,6 +200,7 @@ class PlainVm:
                 "-drive", f"file={disk},format={fmt},if=virtio,cache=writeback"]
         if incoming:  # -S: stay paused after loading, so that the run sends `cont` itself, as isr does
             args += ["-S", "-incoming", incoming]
+        args += list(extra)
         if ns:
             args = ["ip", "netns", "exec", ns] + args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(os.path.join(dirpath, "qemu.stderr"), "w"))
@@ -539,7 +541,8 @@ def run_isr(policy, rate, rundir, with_workload, st):
         if with_workload:
             w, g = workload(con)
             s1 = site.stat().get("session") or {}
-            r.update(workload_s=round(w, 2), guest_seconds=g, guest_wait_s=s1.get("guestWaitSeconds"), misses=s1.get("misses"),
+            r.update(workload_s=round(w, 2), guest_seconds=g, guest_wait_s=s1.get("guestWaitSeconds"),
+                     guest_stall_s=s1.get("guestStallSeconds"), misses=s1.get("misses"),
                      home_bytes_total=s1.get("homeBytes"), cache_bytes=s1.get("cacheBytes"), transfers=s1.get("transfers"),
                      lookaside=s1.get("lookaside"), lookaside_bytes=s1.get("lookasideBytes"))
     finally:

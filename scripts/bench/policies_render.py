@@ -172,11 +172,12 @@ def render(results, results_path, out):
               f"`ISR-WORKLOAD-DONE`. T_local = {T_local:.1f} s (no ISR, same guest from a local file, median of "
               f"{len(ok(results, 'local@local', 'workload_s'))}). *slowdown* = (T − T_local) / T_local on medians; *wait* = time the "
               "guest's reads waited on fetches (counted by our NBD server, `isr stat --json` `guestWaitSeconds`) ÷ T_local, "
-              "which wall-clock noise does not blur; *chunk loads* = guest reads of chunks not yet decoded at the site (from the cache or the home); "
+              "which wall-clock noise does not blur; reads wait side by side, so *stalled* = the wall time during which at least "
+              "one read waited (`guestStallSeconds`, recorded from 2026-12-02 09:30 on) is the part of T that fetching can have cost; *chunk loads* = guest reads of chunks not yet decoded at the site (from the cache or the home); "
               "*fetched* = bytes from the home during the session (memory image, demand, prefetch; copy-in)." if T_local else "no local run yet", ""]
-    lines += ["| policy | bandwidth | T (s) | slowdown | guest fetch wait (s) | wait / T_local | chunk loads | fetched (MiB) |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    lines.append(f"| no ISR (local file) | – | {fmt_spread(ok(results, 'local@local', 'workload_s'))} | 0 | – | – | – | – |")
+    lines += ["| policy | bandwidth | T (s) | slowdown | guest fetch wait (s) | wait / T_local | stalled / T_local | chunk loads | fetched (MiB) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines.append(f"| no ISR (local file) | – | {fmt_spread(ok(results, 'local@local', 'workload_s'))} | 0 | – | – | – | – | – |")
     wl_plot = []
     for rate, bps, label in RATES:
         for cell, name in ROWS:
@@ -184,12 +185,14 @@ def render(results, results_path, out):
             if not xs:
                 continue
             waits = ok(results, f"{cell}@{rate}", "guest_wait_s")
+            stalls = ok(results, f"{cell}@{rate}", "guest_stall_s")
+            stalled = f"{med(stalls) / T_local * 100:.1f}% (n={len(stalls)})" if stalls and T_local else "–"
             misses = ok(results, f"{cell}@{rate}", "misses")
             fetched = ok(results, f"{cell}@{rate}", "home_total")
             slow = (med(xs) - T_local) / T_local if T_local else None
             lines.append(f"| {name} | {label} | {fmt_spread(xs)} | {slow * 100:+.0f}% | " +
-                         (f"{fmt_spread(waits, 2)} | {med(waits) / T_local * 100:.1f}% | {med(misses):.0f} | {med(fetched) / MIB:.1f}" if waits and T_local
-                          else "– | – | – | –") + " |")
+                         (f"{fmt_spread(waits, 2)} | {med(waits) / T_local * 100:.1f}% | {stalled} | {med(misses):.0f} | {med(fetched) / MIB:.1f}" if waits and T_local
+                          else "– | – | – | – | –") + " |")
             wl_plot.append((f"{name.split(' (')[0].replace('peer: ', '')} {label}", med(xs)))
     lines.append("")
 
@@ -260,18 +263,20 @@ def targets(results, L, T_local, must_cross, limit):
             flags.append(med(w) / T_local <= 0.03)
     out.append(f"| guest fetch wait after a proactive resume ≤ 3% of T_local | {'; '.join(parts) or '–'} | {verdict(flags)} |")
     xs = ok(results, "isr:demand+ws@10mbit", "workload_s")
-    w = ok(results, "isr:demand+ws@10mbit", "guest_wait_s")
+    # The stall (wall time with a read waiting) where recorded, else the summed wait: either bounds what fetching added.
+    w = ok(results, "isr:demand+ws@10mbit", "guest_stall_s") or ok(results, "isr:demand+ws@10mbit", "guest_wait_s")
+    wait_name = "stalled on fetches" if ok(results, "isr:demand+ws@10mbit", "guest_stall_s") else "fetch wait"
     d = ok(results, "isr:demand@10mbit", "workload_s")
     if xs and T_local:
         slow = (med(xs) - T_local) / T_local
-        txt = (f"wall {slow * 100:+.0f}% (T {med(xs):.1f} s vs T_local {T_local:.1f} s, n={len(xs)}); fetch wait {med(w):.1f} s = "
+        txt = (f"wall {slow * 100:+.0f}% (T {med(xs):.1f} s vs T_local {T_local:.1f} s, n={len(xs)}); {wait_name} {med(w):.1f} s = "
                f"{med(w) / T_local * 100:.0f}% of T_local" if w else f"wall {slow * 100:+.0f}%")
         if d:
             txt += f"; pure demand here: {(med(d) - T_local) / T_local * 100:+.0f}% wall"
         if slow <= 0.15:
             v = "yes"
         elif w and med(w) / T_local <= 0.15:  # the wall clock cannot tell; the fetch wait bounds what fetching added
-            v = f"not shown by wall clock (T_local itself spans {min(ok(results, 'local@local', 'workload_s')):.0f}–{max(ok(results, 'local@local', 'workload_s')):.0f} s); fetch wait bounds it at {med(w) / T_local * 100:.0f}%"
+            v = f"not shown by wall clock (T_local itself spans {min(ok(results, 'local@local', 'workload_s')):.0f}–{max(ok(results, 'local@local', 'workload_s')):.0f} s); {wait_name} bounds it at {med(w) / T_local * 100:.0f}%"
         else:
             v = "no"
         out.append(f"| demand + working set at 10 Mbit/s: wall slowdown ≤ 15% (half the seed's 30%) | {txt} | {v} |")

@@ -26,6 +26,16 @@ public sealed class ChunkFetcherTests : IDisposable
         return (tag, blob);
     }
 
+    /// <summary>A home holding one blob, answering nothing until opened.</summary>
+    private static async Task<(GatedStore Home, ChunkTag Tag, byte[] Blob)> ClosedHomeWith(int seed)
+    {
+        var home = new GatedStore(open: false);
+        var blob = TestData.Random(3000, seed);
+        var tag = ChunkTag.Of(blob);
+        await home.PutAsync(tag, blob, default);
+        return (home, tag, blob);
+    }
+
     [Fact]
     public async Task FetchesFromHomeThenFromCache()
     {
@@ -126,10 +136,7 @@ public sealed class ChunkFetcherTests : IDisposable
     [Fact]
     public async Task ConcurrentRequestsForOneTagShareOneFetch()
     {
-        var home = new GatedStore(open: false);
-        var blob = TestData.Random(3000, 8);
-        var tag = ChunkTag.Of(blob);
-        await home.PutAsync(tag, blob, default);
+        var (home, tag, blob) = await ClosedHomeWith(seed: 8);
         var fetcher = new ChunkFetcher(_cache, home);
         var requests = Enumerable.Range(0, 20).Select(_ => fetcher.GetAsync(tag, default).AsTask()).ToList();
         home.Open();
@@ -151,6 +158,59 @@ public sealed class ChunkFetcherTests : IDisposable
         for (int i = 0; i < 200; i++) Assert.Equal(blobs[i % 50].Item2, results[i]);
         Assert.InRange(fetcher.Counters.HomeFetches, 50, 200);
         Assert.Equal(200, fetcher.Counters.HomeFetches + fetcher.Counters.CacheHits + (200 - fetcher.Counters.HomeFetches - fetcher.Counters.CacheHits));
+    }
+
+    [Fact]
+    public async Task AGuestReadOfABlobBeingPrefetchedWaitsForThatFetch()
+    {
+        var (home, tag, blob) = await ClosedHomeWith(seed: 9);
+        var fetcher = new ChunkFetcher(_cache, home);
+        var prefetch = fetcher.PrefetchAsync(tag, async (t, ct) =>
+        {
+            var fetched = (await home.GetAsync(t, ct))!;
+            await _cache.PutAsync(t, fetched, ct);
+            return fetched;
+        }, default);
+        var read = fetcher.GetOrStallAsync(tag, default);
+        var again = fetcher.GetAsync(tag, default).AsTask();
+        // The guest is fetching it already: a second prefetch sends nothing.
+        Assert.Null(await fetcher.PrefetchAsync(tag, (_, _) => throw new InvalidOperationException("fetched twice"), default));
+        home.Open();
+        Assert.Equal(blob, await prefetch);
+        Assert.Equal(blob, await read);
+        Assert.Equal(blob, await again);
+        Assert.Equal(1, home.Gets);
+        Assert.Equal(0, fetcher.Counters.HomeFetches); // the prefetcher's bytes, not the guest's
+    }
+
+    [Fact]
+    public async Task AGuestReadWhosePrefetchFailsFetchesOnItsOwn()
+    {
+        var (tag, blob) = await StoreAtHome(10);
+        var fetcher = new ChunkFetcher(_cache, _home);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var prefetch = fetcher.PrefetchAsync(tag, async (_, _) =>
+        {
+            await gate.Task;
+            throw new IOException("the prefetch's connection dropped");
+        }, default);
+        var read = fetcher.GetOrStallAsync(tag, default);
+        gate.SetResult();
+        await Assert.ThrowsAsync<IOException>(() => prefetch);
+        Assert.Equal(blob, await read);
+        Assert.Equal(1, fetcher.Counters.HomeFetches);
+    }
+
+    [Fact]
+    public async Task APrefetchOfABlobTheGuestIsFetchingSendsNothing()
+    {
+        var (home, tag, blob) = await ClosedHomeWith(seed: 11);
+        var fetcher = new ChunkFetcher(_cache, home);
+        var read = fetcher.GetAsync(tag, default).AsTask();
+        Assert.Null(await fetcher.PrefetchAsync(tag, (_, _) => throw new InvalidOperationException("fetched twice"), default));
+        home.Open();
+        Assert.Equal(blob, await read);
+        Assert.Equal(1, home.Gets);
     }
 
     /// <summary>A home that holds blobs in memory, answers synchronously, and can hold every Get until opened.</summary>

@@ -198,11 +198,49 @@ public sealed class PrefetchTests : IAsyncLifetime
         // Demand moves for the first 5 polls, then goes quiet: prefetch goes on only after that.
         Func<long> activity = () => Interlocked.Increment(ref polls) <= 5 ? Interlocked.Increment(ref demand) : Interlocked.Read(ref demand);
         var fetchedAtPoll = new List<int>();
-        var prefetcher = new Prefetcher((tag, ct) => { fetchedAtPoll.Add(Volatile.Read(ref polls)); return ValueTask.FromResult(new byte[10]); }, _ => false, activity);
+        var prefetcher = new Prefetcher((tag, ct) => { fetchedAtPoll.Add(Volatile.Read(ref polls)); return ValueTask.FromResult<byte[]?>(new byte[10]); }, _ => false, activity);
         await prefetcher.RunAsync(Prefetcher.DiskOrder(async ct => (IReadOnlyList<ChunkRef>)_s.BaseRefs),
             new PrefetchOptions { Concurrency = 1, YieldToDemand = true, Quiet = TimeSpan.Zero }, default);
         Assert.Equal(37, prefetcher.Chunks); // 41 chunks, 4 of them zero
         Assert.All(fetchedAtPoll, p => Assert.True(p > 5));
+    }
+
+    [Fact]
+    public async Task PrefetchNarrowsWhileTheGuestFetchesFromTheHome()
+    {
+        int running = 0, most = 0, guestFetches = 1;
+        async ValueTask<byte[]?> Fetch(ChunkTag tag, CancellationToken ct)
+        {
+            int now = Interlocked.Increment(ref running);
+            InterlockedMax(ref most, now);
+            await Task.Yield();
+            Interlocked.Decrement(ref running);
+            return new byte[10];
+        }
+        var prefetcher = new Prefetcher(Fetch, _ => false, guestFetches: () => Volatile.Read(ref guestFetches));
+        var options = new PrefetchOptions { Concurrency = 4, ConcurrencyWhileGuestFetches = 1, YieldToDemand = false, HoldBackAtMost = TimeSpan.FromHours(1) };
+        await prefetcher.RunAsync(Prefetcher.DiskOrder(async ct => (IReadOnlyList<ChunkRef>)_s.BaseRefs), options, default);
+        Assert.Equal(37, prefetcher.Chunks);
+        Assert.Equal(1, most);
+
+        // With the guest not fetching, the same run goes 4 wide: each fetch waits until 4 are in flight together.
+        Volatile.Write(ref guestFetches, 0);
+        var allIn = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        int inFlight = 0;
+        var wide = new Prefetcher(async (tag, ct) =>
+        {
+            if (Interlocked.Increment(ref inFlight) == 4) allIn.TrySetResult();
+            await allIn.Task.WaitAsync(TimeSpan.FromSeconds(30), ct);
+            return new byte[10];
+        }, _ => false, guestFetches: () => Volatile.Read(ref guestFetches));
+        await wide.RunAsync(Prefetcher.DiskOrder(async ct => (IReadOnlyList<ChunkRef>)_s.BaseRefs), options, default);
+        Assert.Equal(37, wide.Chunks);
+    }
+
+    private static void InterlockedMax(ref int target, int value)
+    {
+        for (int seen = Volatile.Read(ref target); value > seen; seen = Volatile.Read(ref target))
+            if (Interlocked.CompareExchange(ref target, value, seen) == seen) return;
     }
 
     [Fact]

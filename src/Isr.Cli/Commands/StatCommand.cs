@@ -62,7 +62,7 @@ public static class StatCommand
                 Row("local changes", running is null ? (stat.DirtyJournalBytes > 13 ? "yes (not in any version)" : "none") : $"{running.DirtyChunks} chunks, {Cli.Bytes(running.DirtyBytes)}");
                 Row("last resume", local?.LastResumeSeconds is double r ? $"{r:F2} s" : "-");
                 if (running != null)
-                    Row("session", $"{running.State}; {running.Misses} misses, guest waited {running.GuestWaitSeconds:F2} s; fetched {Cli.Bytes(running.HomeBytes)} from home, {Cli.Bytes(running.CacheBytes)} from cache");
+                    Row("session", $"{running.State}; {running.Misses} misses, guest waited {running.GuestWaitSeconds:F2} s (stalled {running.GuestStallSeconds:F2} s); fetched {Cli.Bytes(running.HomeBytes)} from home, {Cli.Bytes(running.CacheBytes)} from cache");
                 if (running?.GuestClock is { } clock) Row("guest clock", clock);
                 foreach (var l in running?.Lookaside ?? [])
                     Row($"lookaside", $"{l.Source}: {l.Hits} hits ({Cli.Bytes(l.Bytes)}), {l.Misses} misses, {l.Rejected} rejected (wrong blob), {l.Failures} failures, {l.Skipped} skipped, {l.Seconds:F3} s asking{(l.CutOff ? "; cut off now" : "")}");

@@ -35,9 +35,12 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
     private const int IntegrityAttempts = 3;
 
     /// <param name="keepLookaside">Whether a blob from a lookaside source is cached (not for one read only once).</param>
-    private sealed class Fetch(bool keepLookaside)
+    /// <param name="byPrefetch">Run by a prefetcher on its own terms (<see cref="PrefetchAsync"/>): a waiter whose fetch
+    /// fails starts one of its own.</param>
+    private sealed class Fetch(bool keepLookaside, bool byPrefetch = false)
     {
         public bool KeepLookaside { get; } = keepLookaside;
+        public bool ByPrefetch { get; } = byPrefetch;
         public readonly TaskCompletionSource<byte[]> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public readonly TaskCompletionSource Stalled = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
@@ -52,7 +55,10 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
         Channel.CreateBounded<(ChunkTag, byte[])>(new BoundedChannelOptions(KeepBehindBlobs) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private const int KeepBehindBlobs = 512;
     private Task? _keeper;
+    private int _homeFetches;
     public TransferCounters Counters { get; } = new();
+    /// <summary>Fetches of this fetcher (not prefetches) waiting on the home now: the guest's misses, the memory image.</summary>
+    public int HomeFetchesInFlight => Volatile.Read(ref _homeFetches);
 
     public IChunkStore Home => home;
     public DirectoryChunkStore Cache => cache;
@@ -65,22 +71,66 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
     public IReadOnlyDictionary<ChunkTag, string> Failures => _failures;
 
     /// <summary>The blob, waiting through retries while the home is unreachable.</summary>
-    public ValueTask<byte[]> GetAsync(ChunkTag tag, CancellationToken ct) => new(Start(tag).Done.Task.WaitAsync(ct));
+    public ValueTask<byte[]> GetAsync(ChunkTag tag, CancellationToken ct) => new(AwaitAsync(tag, keepLookaside: true, ct));
 
     /// <summary>
     /// A blob read once, the memory image at resume: one from a lookaside source is not cached. The source is local, and
     /// copying ~60 MB of image into the cache took CPU the resume needed (docs/benchmarks/lookaside.md); a blob from the
     /// home is still cached, as fetching it again is dear.
     /// </summary>
-    public ValueTask<byte[]> GetOnceAsync(ChunkTag tag, CancellationToken ct) => new(Start(tag, keepLookaside: false).Done.Task.WaitAsync(ct));
+    public ValueTask<byte[]> GetOnceAsync(ChunkTag tag, CancellationToken ct) => new(AwaitAsync(tag, keepLookaside: false, ct));
 
     /// <summary>The blob, or <see cref="FetchStalledException"/> as soon as the home fails to answer; the fetch goes on.</summary>
     public async Task<byte[]> GetOrStallAsync(ChunkTag tag, CancellationToken ct)
     {
-        var fetch = Start(tag);
-        var first = await Task.WhenAny(fetch.Done.Task, fetch.Stalled.Task).WaitAsync(ct);
+        var (prefetched, fetch) = await JoinAsync(tag, keepLookaside: true, ct);
+        if (prefetched != null) return prefetched;
+        var first = await Task.WhenAny(fetch!.Done.Task, fetch.Stalled.Task).WaitAsync(ct);
         if (first == fetch.Done.Task || fetch.Done.Task.IsCompleted) return await fetch.Done.Task;
         throw new FetchStalledException(tag, _stalls.TryGetValue(tag, out var stall) ? stall.LastError : "the home does not answer");
+    }
+
+    private async Task<byte[]> AwaitAsync(ChunkTag tag, bool keepLookaside, CancellationToken ct)
+    {
+        var (prefetched, fetch) = await JoinAsync(tag, keepLookaside, ct);
+        return prefetched ?? await fetch!.Done.Task.WaitAsync(ct);
+    }
+
+    /// <summary>The blob of a prefetch of <paramref name="tag"/> in flight, or else a fetch of the caller's own. A failed
+    /// prefetch is not the caller's failure: a prefetch gives up sooner than a guest read may, and each tries a chunk once.</summary>
+    private async Task<(byte[]? Prefetched, Fetch? Own)> JoinAsync(ChunkTag tag, bool keepLookaside, CancellationToken ct)
+    {
+        while (true)
+        {
+            var fetch = Start(tag, keepLookaside);
+            if (!fetch.ByPrefetch) return (null, fetch);
+            try { return (await fetch.Done.Task.WaitAsync(ct), null); }
+            catch (Exception) when (!ct.IsCancellationRequested) { }
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="fetch"/> for a prefetcher, in view of the guest's reads: a read of the same blob meanwhile
+    /// waits for it instead of sending a second request over the link. Returns null, fetching nothing, when the blob
+    /// is being fetched already (by the guest or another prefetch). The prefetcher's bytes are its own to count.
+    /// </summary>
+    public async Task<byte[]?> PrefetchAsync(ChunkTag tag, Func<ChunkTag, CancellationToken, Task<byte[]>> fetch, CancellationToken ct)
+    {
+        var mine = new Fetch(keepLookaside: true, byPrefetch: true);
+        if (!_inFlight.TryAdd(tag, mine)) return null;
+        try
+        {
+            var blob = await fetch(tag, ct);
+            _inFlight.TryRemove(new KeyValuePair<ChunkTag, Fetch>(tag, mine)); // cached by now: a later read finds it there
+            mine.Done.TrySetResult(blob);
+            return blob;
+        }
+        catch (Exception e)
+        {
+            _inFlight.TryRemove(new KeyValuePair<ChunkTag, Fetch>(tag, mine));
+            mine.Done.TrySetException(e);
+            throw;
+        }
     }
 
     private Fetch Start(ChunkTag tag, bool keepLookaside = true)
@@ -126,6 +176,13 @@ public sealed class ChunkFetcher(DirectoryChunkStore cache, IChunkStore home, Ti
             if (fetch.KeepLookaside) KeepBehind(tag, hinted);
             return hinted;
         }
+        Interlocked.Increment(ref _homeFetches);
+        try { return await FetchFromHomeAsync(tag, fetch, ct); }
+        finally { Interlocked.Decrement(ref _homeFetches); }
+    }
+
+    private async Task<byte[]> FetchFromHomeAsync(ChunkTag tag, Fetch fetch, CancellationToken ct)
+    {
         var backoff = FirstBackoff;
         var since = DateTimeOffset.UtcNow;
         int attempts = 0, corrupt = 0;

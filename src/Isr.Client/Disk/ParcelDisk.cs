@@ -27,6 +27,7 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     private readonly SemaphoreSlim _flushGate = new(1, 1);
     private readonly byte[] _zeroChunk;
     private long _guestWaitTicks, _misses;
+    private readonly StallClock _stall = new();
 
     /// <summary>Unflushed chunks kept in memory before writes trigger a flush by themselves (64 MiB at 64 KiB chunks).</summary>
     private const int MaxPendingChunks = 1024;
@@ -44,7 +45,10 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
     public long ChunkCount => _base.DiskChunks;
     public int DirtyChunks => _dirty.Keys.Union(_pending.Keys).Count();
     public long DirtyBytes => _dirty.Values.Where(c => !c.IsZeroChunk).Sum(c => (long)c.Length) + _pending.Values.Sum(b => (long)b.Length);
+    /// <summary>The guest's reads' waits on fetches, summed (reads waiting side by side each count).</summary>
     public TimeSpan GuestWaitTime => TimeSpan.FromTicks(Interlocked.Read(ref _guestWaitTicks));
+    /// <summary>Wall time during which at least one guest read waited on a fetch.</summary>
+    public TimeSpan GuestStallTime => _stall.Stalled;
     public long Misses => Interlocked.Read(ref _misses);
     /// <summary>Called with the chunk index of every read (and partial write) the guest makes of the version's own non-zero
     /// data, what another site would have to fetch: working-set recording. Not for reads of what the guest wrote in this
@@ -206,10 +210,16 @@ public sealed class ParcelDisk : IBlockDevice, IDisposable
         if (decoded != null) return decoded;
         Interlocked.Increment(ref _misses);
         long started = Stopwatch.GetTimestamp();
+        _stall.Enter();
+        byte[] blob;
         // A home that does not answer fails this read at once (the NBD client pauses the VM, rerror=stop) while the
         // fetch goes on; the session continues the VM when it lands, and QEMU retries the read.
-        var blob = await _fetcher.GetOrStallAsync(chunk.Tag, ct);
-        Interlocked.Add(ref _guestWaitTicks, Stopwatch.GetElapsedTime(started).Ticks);
+        try { blob = await _fetcher.GetOrStallAsync(chunk.Tag, ct); }
+        finally
+        {
+            _stall.Exit();
+            Interlocked.Add(ref _guestWaitTicks, Stopwatch.GetElapsedTime(started).Ticks);
+        }
         var result = new byte[chunk.Length];
         _codec.Decode(blob, chunk, result);
         _decoded.Put(chunk.Tag, result);

@@ -41,6 +41,9 @@ public sealed record SessionStats(
     long CacheBytes, long HomeBytes, long DirtyChunks, long DirtyBytes, long MemoryImageBytes, int? QemuPid,
     IReadOnlyList<string> WaitingFor, string? Vnc)
 {
+    /// <summary>Wall time during which at least one guest read waited on a fetch (<see cref="GuestWaitSeconds"/> sums the
+    /// reads' waits, and reads wait side by side).</summary>
+    public double GuestStallSeconds { get; init; }
     /// <summary>Copy-in, prefetch, working set and trickle counters (docs: SessionTransferStats).</summary>
     public SessionTransferStats? Transfers { get; init; }
     /// <summary>Blobs the session's fetcher took from lookaside sources (all sources), and each source's counters.</summary>
@@ -339,7 +342,7 @@ public sealed class ParcelSession : IAsyncDisposable
         _disk.GuestWaitTime.TotalSeconds, _fetcher.Counters.CacheBytes, _fetcher.Counters.HomeBytes, _disk.DirtyChunks, _disk.DirtyBytes,
         _base.MemoryBytes, _vm?.ProcessId,
         _fetcher.Stalls.Select(w => $"chunk {w.Tag} since {w.Since:u} ({w.Attempts} attempts): {w.LastError}").ToList(), _vm?.Vnc?.ToString())
-        { GuestClock = _guestClock, Transfers = _transfers?.Stats(), LookasideBytes = _fetcher.Counters.LookasideBytes, Lookaside = _fetcher.Lookaside?.Stats, Trace = _trace?.Steps };
+        { GuestStallSeconds = _disk.GuestStallTime.TotalSeconds, GuestClock = _guestClock, Transfers = _transfers?.Stats(), LookasideBytes = _fetcher.Counters.LookasideBytes, Lookaside = _fetcher.Lookaside?.Stats, Trace = _trace?.Steps };
 
     private string State =>
         _stopped ?? _problem ?? (_fetcher.Stalls.Count > 0 ? $"paused: waiting for {_fetcher.Stalls.Count} chunks from {_parcel.Home.Describe}; continues by itself when they arrive"

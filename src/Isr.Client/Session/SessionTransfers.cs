@@ -27,11 +27,12 @@ public enum PrefetchMode
 }
 
 /// <summary>A session's transfers beyond demand fetching; bytes are ciphertext as moved. <see cref="SessionStats.HomeBytes"/>
-/// counts what the session's fetcher got from the home (demand: the guest's misses, the memory image, keyring leaves);
-/// prefetch and copy-in fetch on their own (never waiting on, nor stalling, the guest's fetches) and are counted apart.</summary>
+/// counts what the session's fetcher got from the home (demand: the guest's misses, the memory image, keyring leaves,
+/// the working set's among them); prefetch and copy-in fetch on their own terms (never stalling the guest's fetches:
+/// a guest read of a chunk being prefetched waits for that fetch) and are counted apart.</summary>
 /// <param name="CopyInBytes">Fetched from the home by the baseline policy's copy-in, before the VM started.</param>
 /// <param name="DemandHomeBytes">Fetched from the home because the guest (or the memory image) needed it.</param>
-/// <param name="PrefetchBytes">Fetched from the home by working-set and background prefetch (chunks, keyring leaves, the working set).</param>
+/// <param name="PrefetchBytes">Fetched from the home by working-set and background prefetch (chunks, the working set; the background prefetch's keyring leaves).</param>
 /// <param name="PrefetchHits">Chunks the guest read for the first time that prefetch had fetched.</param>
 /// <param name="WorkingSetReplayed">Chunks in the working set recorded at the previous resume (fetched first).</param>
 /// <param name="WorkingSetRecorded">Chunks recorded so far for the next resume.</param>
@@ -74,7 +75,10 @@ public sealed class SessionTransfers : IAsyncDisposable
         (_parcel, _site, _fetcher, _disk, _version, _options, _log) = (parcel, site, fetcher, disk, version, options, log);
         _directSource = Source();
         _direct = new Hoarder(site.Cache, _directSource, new HoardOptions { Concurrency = 8 });
-        _prefetcher = new Prefetcher(async (tag, ct) => (await _direct.FetchAsync(tag, ct)), site.Cache.Contains, () => disk.Misses);
+        // Through the fetcher's map of fetches in flight: a guest read of a chunk being prefetched waits for it instead
+        // of asking the link for it a second time, and the replay skips what the guest is fetching.
+        _prefetcher = new Prefetcher(async (tag, ct) => await fetcher.PrefetchAsync(tag, _direct.FetchAsync, ct), site.Cache.Contains, () => disk.Misses,
+            () => fetcher.HomeFetchesInFlight);
         _recorder = new WorkingSetRecorder(disk.ChunkCount)
         {
             FirstTouch = index => { if (_prefetcher.Fetched(index)) Interlocked.Increment(ref _hits); },
@@ -128,8 +132,9 @@ public sealed class SessionTransfers : IAsyncDisposable
                 var blob = await _site.Cache.GetAsync(tag, ct) is { } cached && tag.Matches(cached) ? cached : await _direct.FetchAsync(tag, ct);
                 var indices = WorkingSet.Open(blob, _parcel.Keys, _parcel.Info.Id);
                 Interlocked.Exchange(ref _replayed, indices.Count);
-                await _prefetcher.RunAsync(WorkingSet.ResolveAsync(indices, _version, _direct.LoadPageAsync, _parcel.Keys, ct),
-                    new PrefetchOptions { Concurrency = WorkingSetConcurrency, YieldToDemand = false }, ct);
+                // Keyring leaves through the session's fetcher: the guest's first reads need the same ones at the same time.
+                await _prefetcher.RunAsync(WorkingSet.ResolveAsync(indices, _version, _fetcher.LoadPageAsync, _parcel.Keys, ct),
+                    new PrefetchOptions { Concurrency = WorkingSetConcurrency, ConcurrencyWhileGuestFetches = 1, YieldToDemand = false }, ct);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
             catch (Exception e) { _log?.Invoke($"working-set prefetch of '{_parcel.Name}' stopped: {e.Message}"); }

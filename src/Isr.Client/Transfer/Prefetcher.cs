@@ -14,6 +14,11 @@ public sealed record PrefetchOptions
     public bool YieldToDemand { get; init; } = true;
     /// <summary>How long demand must be quiet before prefetching goes on.</summary>
     public TimeSpan Quiet { get; init; } = TimeSpan.FromMilliseconds(100);
+    /// <summary>Fetches in flight while the guest waits on one from the home: fewer prefetch bytes on the link ahead of
+    /// the guest's, and the link still busy.</summary>
+    public int ConcurrencyWhileGuestFetches { get; init; } = int.MaxValue;
+    /// <summary>How long a prefetch holds back at most while the guest fetches (its fetches may take long: the home down).</summary>
+    public TimeSpan HoldBackAtMost { get; init; } = TimeSpan.FromMilliseconds(200);
 }
 
 /// <summary>
@@ -21,9 +26,14 @@ public sealed record PrefetchOptions
 /// (all out, from `cont` on), then the rest of the disk in the background (a few at a time, pausing while
 /// the guest's own misses are being served). Chunks already cached are skipped, each index is tried once, and failures
 /// are left to the guest's own read (which retries). Counts what it fetched so statistics can tell prefetch from demand.
+/// <paramref name="fetch"/> returns null for a chunk someone else is fetching already (the guest's own read).
 /// </summary>
-public sealed class Prefetcher(Func<ChunkTag, CancellationToken, ValueTask<byte[]>> fetch, Func<ChunkTag, bool> isCached, Func<long>? demandActivity = null)
+/// <paramref name="guestFetches"/> tells how many of the guest's fetches wait on the home now.
+public sealed class Prefetcher(Func<ChunkTag, CancellationToken, ValueTask<byte[]?>> fetch, Func<ChunkTag, bool> isCached, Func<long>? demandActivity = null,
+    Func<int>? guestFetches = null)
 {
+    private int _running;
+
     private readonly ConcurrentDictionary<long, byte> _tried = new();
     private readonly ConcurrentDictionary<long, byte> _fetched = new();
     private long _chunks, _bytes, _skipped, _failed, _failedInARow;
@@ -34,7 +44,7 @@ public sealed class Prefetcher(Func<ChunkTag, CancellationToken, ValueTask<byte[
     /// <summary>Chunks and bytes this prefetcher fetched (not found in the cache).</summary>
     public long Chunks => Interlocked.Read(ref _chunks);
     public long Bytes => Interlocked.Read(ref _bytes);
-    /// <summary>Chunks that were in the cache already (or zero chunks, or tried before).</summary>
+    /// <summary>Chunks that were in the cache already (or zero chunks, or tried before, or being fetched by the guest).</summary>
     public long Skipped => Interlocked.Read(ref _skipped);
     public long Failed => Interlocked.Read(ref _failed);
 
@@ -73,9 +83,14 @@ public sealed class Prefetcher(Func<ChunkTag, CancellationToken, ValueTask<byte[
                     return;
                 }
                 await YieldAsync(token);
+                await HoldBackAsync(options, token);
                 try
                 {
-                    var blob = await fetch(item.Chunk.Tag, token);
+                    if (await fetch(item.Chunk.Tag, token) is not { } blob)
+                    {
+                        Interlocked.Increment(ref _skipped);
+                        return;
+                    }
                     Interlocked.Add(ref _bytes, blob.Length);
                     Interlocked.Increment(ref _chunks);
                     _fetched.TryAdd(item.Index, 0);
@@ -86,11 +101,26 @@ public sealed class Prefetcher(Func<ChunkTag, CancellationToken, ValueTask<byte[
                     Interlocked.Increment(ref _failed); // the guest's own read will try again and report
                     if (Interlocked.Increment(ref _failedInARow) >= GiveUpAfterFailures) giveUp.Cancel();
                 }
+                finally { Interlocked.Decrement(ref _running); }
             });
         }
         catch (OperationCanceledException) when (giveUp.IsCancellationRequested && !ct.IsCancellationRequested)
         {
             throw new IOException($"prefetch gave up after {GiveUpAfterFailures} failed fetches in a row");
+        }
+    }
+
+    /// <summary>Takes a place among the fetches in flight; while the guest fetches from the home, waits (a little at most)
+    /// until fewer than <see cref="PrefetchOptions.ConcurrencyWhileGuestFetches"/> are.</summary>
+    private async Task HoldBackAsync(PrefetchOptions options, CancellationToken ct)
+    {
+        long until = Environment.TickCount64 + (long)options.HoldBackAtMost.TotalMilliseconds;
+        while (true)
+        {
+            int running = Volatile.Read(ref _running);
+            bool held = guestFetches is not null && guestFetches() > 0 && running >= options.ConcurrencyWhileGuestFetches && Environment.TickCount64 < until;
+            if (!held && Interlocked.CompareExchange(ref _running, running + 1, running) == running) return;
+            if (held) await Task.Delay(1, ct);
         }
     }
 
