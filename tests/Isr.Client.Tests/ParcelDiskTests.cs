@@ -613,20 +613,18 @@ public class StallClockTests
     [Fact]
     public void ReadsWaitingSideBySideCountOnceAndAStallInProgressCountsUpToNow()
     {
-        long now = 0;
+        long now = 0, second = System.Diagnostics.Stopwatch.Frequency;
         var clock = new Isr.Client.Disk.StallClock(() => now);
-        double Seconds(long ticks) => ticks / (double)System.Diagnostics.Stopwatch.Frequency;
-        long second = System.Diagnostics.Stopwatch.Frequency;
-        clock.Enter();              // read A waits from 0
+        clock.Enter();                     // read A waits from 0
         now = 1 * second; clock.Enter();   // read B from 1
         now = 3 * second; clock.Exit();    // A done at 3
         now = 4 * second; clock.Exit();    // B done at 4: stalled 0..4, though the waits sum to 6
-        Assert.Equal(Seconds(4 * second), clock.Stalled.TotalSeconds, 6);
+        Assert.Equal(4, clock.Stalled.TotalSeconds, 6);
         now = 10 * second; clock.Enter();  // idle 4..10 does not count
         now = 12 * second;
-        Assert.Equal(Seconds(6 * second), clock.Stalled.TotalSeconds, 6);
+        Assert.Equal(6, clock.Stalled.TotalSeconds, 6);
         clock.Exit();
         now = 20 * second;
-        Assert.Equal(Seconds(6 * second), clock.Stalled.TotalSeconds, 6);
+        Assert.Equal(6, clock.Stalled.TotalSeconds, 6);
     }
 }

@@ -32,11 +32,10 @@ public sealed record PrefetchOptions
 public sealed class Prefetcher(Func<ChunkTag, CancellationToken, ValueTask<byte[]?>> fetch, Func<ChunkTag, bool> isCached, Func<long>? demandActivity = null,
     Func<int>? guestFetches = null)
 {
-    private int _running;
-
     private readonly ConcurrentDictionary<long, byte> _tried = new();
     private readonly ConcurrentDictionary<long, byte> _fetched = new();
     private long _chunks, _bytes, _skipped, _failed, _failedInARow;
+    private int _running; // fetches in flight (HoldBackAsync)
 
     /// <summary>Failures in a row after which a run gives up (the home is not answering; the guest's own reads will wait for it).</summary>
     public int GiveUpAfterFailures { get; init; } = 8;
