@@ -205,6 +205,11 @@ def render(results, results_path, out):
             if r.get("key") == f"isr:hoard@{rate}" and "error" not in r and r.get("hoard_seconds"):
                 mbit = r["hoard_bytes"] * 8 / r["hoard_seconds"] / 1e6
                 lines.append(f"| `isr hoard` | {label} | {r['hoard_bytes'] / MIB:.1f} | {r['hoard_seconds']:.1f} | {mbit:.2f} | {mbit * 1e6 / bps * 100:.0f}% |")
+        for r in results:
+            if r.get("key") == f"isr:checkin@{rate}" and "error" not in r and r.get("checkin_seconds"):
+                mbit = r["checkin_bytes"] * 8 / r["checkin_seconds"] / 1e6
+                lines.append(f"| `isr checkin` after a session (the whole command) | {label} | {r['checkin_bytes'] / MIB:.1f} | "
+                             f"{r['checkin_seconds']:.1f} | {mbit:.2f} | {mbit * 1e6 / bps * 100:.0f}% |")
         fixed = med(ok(results, "isr:demand@none", "resume_to_cont_s")) or 0
         for cell, name in (("isr:baseline", "baseline copy-in (resume to `cont` − isr's unshaped resume)"), ("peer:isr1", "ISR-1 copy (curl | zstd -d)")):
             xs = ok(results, f"{cell}@{rate}", "resume_to_cont_s" if cell == "isr:baseline" else "copied_s")
@@ -286,6 +291,10 @@ def targets(results, L, T_local, must_cross, limit):
             if r.get("key") == f"isr:hoard@{rate}" and "error" not in r and r.get("hoard_seconds"):
                 f = r["hoard_bytes"] * 8 / r["hoard_seconds"] / bps
                 parts.append(f"hoard {label}: {f * 100:.0f}%"); flags.append(f >= 0.85)
+        use = [r["checkin_bytes"] * 8 / r["checkin_seconds"] / bps for r in results
+               if r.get("key") == f"isr:checkin@{rate}" and "error" not in r and r.get("checkin_seconds")]
+        if use:
+            parts.append(f"check-in {label}: {med(use) * 100:.0f}% (n={len(use)})"); flags.append(med(use) >= 0.85)
         xs = ok(results, f"isr:baseline@{rate}", "resume_to_cont_s")
         b = must_cross("isr:baseline", rate)
         fixed = med(ok(results, "isr:demand@none", "resume_to_cont_s"))
