@@ -198,8 +198,9 @@ def render(results, results_path, out):
 
     # ---- transfers
     lines += ["## Transfers against the link", "",
-              "Bytes ÷ time for whole-parcel transfers over the shaped link (nominal rate; bulk TCP payload measured 0.96× nominal, "
-              "`netns.md`).", "", "| transfer | bandwidth | MiB | seconds | Mbit/s | of the link |", "|---|---|---:|---:|---:|---:|"]
+              "Bytes ÷ time over the shaped link (nominal rate; bulk TCP payload measured 0.96× nominal, `netns.md`): whole-parcel "
+              "transfers, and `isr checkin` of what a session changed (resume, one workload run and suspend over the unshaped "
+              "link, then the check-in command alone over the shaped one, on a parcel of its own).", "", "| transfer | bandwidth | MiB | seconds | Mbit/s | of the link |", "|---|---|---:|---:|---:|---:|"]
     for rate, bps, label in RATES:
         for r in results:
             if r.get("key") == f"isr:hoard@{rate}" and "error" not in r and r.get("hoard_seconds"):

@@ -44,6 +44,36 @@ public sealed class DaemonKillTests
     }
 }
 
+/// <summary>One daemon per site directory: a second `isr daemon` for it is refused while the first runs a VM, which goes
+/// on (a second one used to take over the socket and stop that VM as an orphan).</summary>
+public sealed class DaemonInstanceTests
+{
+    [Fact]
+    public async Task A_second_daemon_for_the_site_is_refused_and_the_running_VM_goes_on()
+    {
+        TestEnvironment.RequireProgram("qemu-system-x86_64");
+        await using var site = new TestSite();
+        await site.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage(), "--store", site.Store);
+        var console = Path.Combine(site.Root, "console-1.log");
+        var session = await site.IsrJsonAsync("resume", "box", "--headless", "--serial", console);
+        int qemu = session.GetProperty("qemuPid").GetInt32();
+        await SerialConsole.WaitForTicksAsync(console, 3, TimeSpan.FromSeconds(120));
+        int? daemon = await site.DaemonPidAsync();
+
+        var (code, stdout, stderr) = await site.IsrAsync("daemon", "--service");
+        Assert.True(code == 5, $"a second daemon should be refused as a conflict: {code} {stdout} {stderr}");
+        Assert.Contains($"another site daemon (pid {daemon}) already serves", stderr);
+        Assert.Equal(daemon, await site.DaemonPidAsync());
+        Assert.False(TestSite.ProcessGone(qemu), "the running VM's QEMU was stopped");
+        int ticks = SerialConsole.Ticks(console).Count;
+        await SerialConsole.WaitForTicksAsync(console, ticks + 2, TimeSpan.FromSeconds(120));
+
+        var suspended = await site.IsrJsonAsync("suspend", "box");
+        Assert.True(suspended.GetProperty("memoryImageBytes").GetInt64() > 0);
+        Assert.Equal(2, suspended.GetProperty("committed").GetProperty("version").GetInt64());
+    }
+}
+
 /// <summary>The daemon dies during `isr sync` (the VM keeps running through a sync) at its kill points: the next
 /// commands recover with no duplicate version and nothing the guest flushed lost.</summary>
 public sealed class SyncKillTests
