@@ -766,11 +766,12 @@ def run_matrix(args):
                     log(f"skip {key(cell, rate)}: ~{est:.0f} s would pass the deadline")
                     continue
                 log(f"pass {pass_no}: {key(cell, rate)} run {done + 1}/{target} (load {load_avg():.1f})")
-                rundir = state_path(f"runs/{key(cell, rate).replace(':', '-').replace('+', 'p')}-{int(time.time())}")
+                # Short: the site's ISR_HOME lies under it, and isr refuses one too long for its unix sockets.
+                rundir = state_path(f"runs/{int(time.time())}")
                 t = time.monotonic()
                 rec = {"key": key(cell, rate), "cell": cell, "rate": rate or "local", "run": done + 1, "workload": with_workload,
                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_before": load_avg(),
-                       "settle_s": SETTLE_SECONDS}
+                       "settle_s": SETTLE_SECONDS, "rundir": rundir}
                 try:
                     kind, name = cell.split(":") if ":" in cell else ("plain", cell)
                     link = rate.split("-")[0] if rate else None  # "1mbit-workload": a separate target on the same link
