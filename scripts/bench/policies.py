@@ -25,6 +25,8 @@ POLICIES = {  # isr resume flags per policy; proactive hoards first (unshaped: a
     "proactive": ["--policy", "demand", "--prefetch", "none"],
     "demand": ["--policy", "demand", "--prefetch", "none"],
     "demand+ws": ["--policy", "demand", "--prefetch", "workingset"],
+    # the replay from `cont` only, without the working set's head before it (--working-set-head, default 0.2)
+    "demand+ws-nohead": ["--policy", "demand", "--prefetch", "workingset", "--working-set-head", "0"],
     # demand fetch with one lookaside source, asked before the server (lookaside_source says which)
     "demand+media": ["--policy", "demand", "--prefetch", "none"],
     "demand+jukebox": ["--policy", "demand", "--prefetch", "none"],
@@ -680,6 +682,8 @@ def plan():
         p.append(("local", None, 9, True))
         for c in ("isr:demand", "isr:demand+ws", "isr:proactive", "peer:nbdkit"):
             p.append((c, rate, 5, True))
+        if rate == "10mbit":
+            p.append(("isr:demand+ws-nohead", rate, 5, True))
         # Lookaside cells next to plain demand on the same link: media and jukebox at 10 Mbit/s (and 1 below), the
         # stale dongle at 100 Mbit/s, where isr's fetch wait is smallest and so an added cost shows most.
         p += [(c, rate, 3, True) for c in LOOKASIDE_WORKLOAD] if rate == "10mbit" else [("isr:demand+staledongle", rate, 5, True)]

@@ -11,11 +11,7 @@ public sealed class DaemonKillTests
     {
         TestEnvironment.RequireProgram("qemu-system-x86_64");
         await using var site = new TestSite();
-        await site.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage(), "--store", site.Store);
-        var console = Path.Combine(site.Root, "console-1.log");
-        var session = await site.IsrJsonAsync("resume", "box", "--headless", "--serial", console);
-        int qemu = session.GetProperty("qemuPid").GetInt32();
-        await SerialConsole.WaitForTicksAsync(console, 3, TimeSpan.FromSeconds(120));
+        var (console, qemu) = await RunningBox.StartAsync(site);
 
         await site.KillDaemonAsync();
         var (code, stdout, stderr) = await site.IsrAsync("status", "--json");
@@ -44,6 +40,20 @@ public sealed class DaemonKillTests
     }
 }
 
+/// <summary>Parcel "box" created in the site's store and resumed (a boot) until the guest ticks.</summary>
+internal static class RunningBox
+{
+    /// <returns>The serial console's file and QEMU's PID.</returns>
+    public static async Task<(string Console, int Qemu)> StartAsync(TestSite site)
+    {
+        await site.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage(), "--store", site.Store);
+        var console = Path.Combine(site.Root, "console-1.log");
+        var session = await site.IsrJsonAsync("resume", "box", "--headless", "--serial", console);
+        await SerialConsole.WaitForTicksAsync(console, 3, TimeSpan.FromSeconds(120));
+        return (console, session.GetProperty("qemuPid").GetInt32());
+    }
+}
+
 /// <summary>One daemon per site directory: a second `isr daemon` for it is refused while the first runs a VM, which goes
 /// on (a second one used to take over the socket and stop that VM as an orphan).</summary>
 public sealed class DaemonInstanceTests
@@ -53,11 +63,7 @@ public sealed class DaemonInstanceTests
     {
         TestEnvironment.RequireProgram("qemu-system-x86_64");
         await using var site = new TestSite();
-        await site.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage(), "--store", site.Store);
-        var console = Path.Combine(site.Root, "console-1.log");
-        var session = await site.IsrJsonAsync("resume", "box", "--headless", "--serial", console);
-        int qemu = session.GetProperty("qemuPid").GetInt32();
-        await SerialConsole.WaitForTicksAsync(console, 3, TimeSpan.FromSeconds(120));
+        var (console, qemu) = await RunningBox.StartAsync(site);
         int? daemon = await site.DaemonPidAsync();
 
         var (code, stdout, stderr) = await site.IsrAsync("daemon", "--service");
