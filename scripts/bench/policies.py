@@ -9,13 +9,15 @@ Driven by scripts/bench/policies.sh (root, namespaces, builds). Subcommands:
 
 Every QEMU we start runs under `timeout`; every process we start is killed by its PID.
 """
-import argparse, calendar, json, os, re, shutil, signal, socket, statistics, subprocess, sys, threading, time
+import argparse, calendar, json, os, re, select, shutil, signal, socket, statistics, subprocess, sys, threading, time
 
 # netns.sh reads the same variables, so two harnesses can run side by side under different names.
 SRV_NS, SITE_NS = os.environ.get("ISR_NETNS_SRV", "isr-srv"), os.environ.get("ISR_NETNS_SITE", "isr-site")
 SRV_IP, SITE_IP = (os.environ.get("ISR_NETNS_PREFIX", "10.77.0") + n for n in (".1", ".2"))
 ISR_PORT, HTTP_PORT, JUKEBOX_PORT = 8443, 8080, 8480
 PARCEL, USER, PASSWORD = "bench", "bench", "bench-password-1"
+# The check-in cells commit a version per run: on a parcel of their own, so the head the other cells resume stays put.
+CHECKIN_PARCEL = "bench-checkin"
 MEM = "512M"
 RATES = {"100mbit": 100e6, "10mbit": 10e6, "1mbit": 1e6, "100kbit": 100e3}
 POLICIES = {  # isr resume flags per policy; proactive hoards first (unshaped: ahead of time), then resumes from the cache
@@ -23,6 +25,8 @@ POLICIES = {  # isr resume flags per policy; proactive hoards first (unshaped: a
     "proactive": ["--policy", "demand", "--prefetch", "none"],
     "demand": ["--policy", "demand", "--prefetch", "none"],
     "demand+ws": ["--policy", "demand", "--prefetch", "workingset"],
+    # the replay from `cont` only, without the working set's head before it (--working-set-head, default 0.2)
+    "demand+ws-nohead": ["--policy", "demand", "--prefetch", "workingset", "--working-set-head", "0"],
     # demand fetch with one lookaside source, asked before the server (lookaside_source says which)
     "demand+media": ["--policy", "demand", "--prefetch", "none"],
     "demand+jukebox": ["--policy", "demand", "--prefetch", "none"],
@@ -93,12 +97,17 @@ class Console:
         self.cond = threading.Condition()
         self.log = open(log_path, "a")
         self.closed = False
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self):
         buf = b""
         while not self.closed:
+            # Polled, so that close() can stop the thread: one left blocked in read() on a closed descriptor still reads
+            # the FIFO, and took the first bytes meant for the next console on the same path ("SR-PONG").
             try:
+                if not select.select([self.rfd], [], [], 0.1)[0]:
+                    continue
                 b = os.read(self.rfd, 65536)
             except OSError:
                 return
@@ -139,6 +148,7 @@ class Console:
 
     def close(self):
         self.closed = True
+        self.reader.join(5)
         for fd in (self.wfd, self.rfd):
             try:
                 os.close(fd)
@@ -229,8 +239,8 @@ class PlainVm:
 
 # ------------------------------------------------------------------ isr at the site
 class Site:
-    def __init__(self, home):
-        self.home = home
+    def __init__(self, home, parcel=PARCEL):
+        self.home, self.parcel = home, parcel
         os.makedirs(home, exist_ok=True)
         self.env = dict(os.environ, ISR_HOME=home, ISR_PASSWORD=PASSWORD, ISR_SITE_NAME=os.path.basename(home))
 
@@ -241,12 +251,12 @@ class Site:
         self.isr("login", "--server", f"https://{SRV_IP}:{ISR_PORT}", "--user", USER, "--server-fingerprint", fingerprint)
 
     def stat(self):
-        return json.loads(self.isr("stat", PARCEL, "--json").stdout)
+        return json.loads(self.isr("stat", self.parcel, "--json").stdout)
 
     def qemu_pid(self):
         """From the session's QEMU record (parcels/NAME/qemu.json), without asking the daemon."""
         try:
-            return json.load(open(os.path.join(self.home, "parcels", PARCEL, "qemu.json")))["pid"]
+            return json.load(open(os.path.join(self.home, "parcels", self.parcel, "qemu.json")))["pid"]
         except (OSError, ValueError, KeyError):
             return None
 
@@ -263,8 +273,8 @@ class Site:
                     time.sleep(0.1)
         except Exception as e:  # noqa: BLE001 - best effort, the clean below reports what matters
             log(f"stop: {e}")
-        self.isr("suspend", PARCEL, check=False, timeout=600)
-        self.isr("clean", PARCEL, "--force", check=False, timeout=600)
+        self.isr("suspend", self.parcel, check=False, timeout=600)
+        self.isr("clean", self.parcel, "--force", check=False, timeout=600)
 
 
 # ------------------------------------------------------------------ prepare
@@ -344,23 +354,27 @@ def session_with_workload(site, st, boot):
     """Resume (a boot the first time), one workload run, page cache dropped, suspend, check in."""
     con = Console(os.path.join(site.home, "console"), os.path.join(site.home, "console.log"))
     try:
-        site.isr("resume", PARCEL, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0")
+        site.isr("resume", site.parcel, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0")
         if boot:
             con.wait(r"^ISR-READY", 0, 600)
         else:
             ping(con)
         m = con.mark(); con.send("run"); con.wait(r"^ISR-WORKLOAD-DONE", m, 1800)
         m = con.mark(); con.send("drop"); con.wait(r"^ISR-DROPPED", m, 300)
-        st["suspend"] = json.loads(site.isr("suspend", PARCEL, "--json").stdout)
+        st["suspend"] = json.loads(site.isr("suspend", site.parcel, "--json").stdout)
     finally:
         con.close()
-    site.isr("checkin", PARCEL)
+    site.isr("checkin", site.parcel)
+
+
+def create_parcel(site, image):
+    site.isr("create", site.parcel, "--from", image, "--memory", MEM, "--accelerator", ACCEL)
 
 
 def first_session(st, site, image):
     if not st.get("parcel_created"):
         log("prepare: isr create (imports the 2 GiB disk through our NBD server)")
-        site.isr("create", PARCEL, "--from", image, "--memory", MEM, "--accelerator", ACCEL)
+        create_parcel(site, image)
         st["parcel_created"] = True; write_state(st)
     log("prepare: first resume (boot), one workload run, drop caches, suspend, check in")
     session_with_workload(site, st, boot=True)
@@ -368,6 +382,23 @@ def first_session(st, site, image):
     st.update(parcel_ready=True, parcel_head=stat.get("headVersion"), memory_image_raw=stat.get("memoryImageBytes"),
               disk_size=stat.get("diskSize"))
     write_state(st)
+
+
+def prepare_checkin_parcel(st, image):
+    """The check-in cells' parcel: created from the same disk, booted, one workload run, suspended, checked in, so that
+    each run resumes a memory image and checks in what a session changed."""
+    if st.get("checkin_parcel_ready"):
+        return
+    netns("set-rate", "none")
+    site = Site(state_path("prep-checkin-site"), CHECKIN_PARCEL)
+    site.login(st["fingerprint"])
+    if not st.get("checkin_parcel_created"):
+        log("prepare: the check-in cells' parcel (isr create)")
+        create_parcel(site, image)
+        st["checkin_parcel_created"] = True; write_state(st)
+    log("prepare: the check-in cells' parcel: boot, one workload run, suspend, check in")
+    session_with_workload(site, {}, boot=True)
+    st["checkin_parcel_ready"] = True; write_state(st)
 
 
 def prepare_local(st, image):
@@ -502,7 +533,7 @@ def workload(con, alive=None):
 
 
 def run_isr(policy, rate, rundir, with_workload, st):
-    site = Site(os.path.join(rundir, "site"))
+    site = Site(os.path.join(rundir, "site"), CHECKIN_PARCEL if policy == "checkin" else PARCEL)
     netns("set-rate", "none")
     t = time.monotonic()
     site.login(st["fingerprint"])  # Argon2id of the password, as resume does it again: a part of isr's fixed cost
@@ -516,6 +547,8 @@ def run_isr(policy, rate, rundir, with_workload, st):
             site.isr("logout", check=False)
             shutil.rmtree(site.home, ignore_errors=True)
         return r | {"hoard": out, "hoard_seconds": out.get("seconds"), "hoard_bytes": out.get("bytesFetched")}
+    if policy == "checkin":
+        return r | check_in_after_session(site, rate)
     if policy == "proactive":
         t = time.monotonic()
         out = json.loads(site.isr("hoard", PARCEL, "--json").stdout)
@@ -551,6 +584,31 @@ def run_isr(policy, rate, rundir, with_workload, st):
         site.stop_vm()
         shutil.rmtree(site.home, ignore_errors=True)
     return r
+
+
+def check_in_after_session(site, rate):
+    """A session over the unshaped link (resume, one workload run, suspend), then `isr checkin` alone over the shaped
+    one: how much of the link a check-in uses for what a session changed (memory image and dirty chunks)."""
+    con = Console(os.path.join(site.home, "console"), os.path.join(site.home, "console.log"))
+    checked_in = False
+    try:
+        site.isr("resume", site.parcel, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0", "--prefetch", "none")
+        ping(con)
+        workload(con)
+        suspend = json.loads(site.isr("suspend", site.parcel, "--json").stdout)
+        netns("set-rate", rate)
+        t = time.monotonic()
+        out = json.loads(site.isr("checkin", site.parcel, "--json").stdout)
+        seconds = time.monotonic() - t
+        checked_in = True
+    finally:
+        con.close()
+        netns("set-rate", "none")
+        if not checked_in:  # the lock and the suspended version would stop the next run
+            site.stop_vm()
+        site.isr("logout", check=False)
+        shutil.rmtree(site.home, ignore_errors=True)
+    return {"suspend": suspend, "checkin": out, "checkin_seconds": round(seconds, 2), "checkin_bytes": out.get("bytesUploaded")}
 
 
 def run_plain(kind, rate, rundir, with_workload, st):
@@ -624,6 +682,8 @@ def plan():
         p.append(("local", None, 9, True))
         for c in ("isr:demand", "isr:demand+ws", "isr:proactive", "peer:nbdkit"):
             p.append((c, rate, 5, True))
+        if rate == "10mbit":
+            p.append(("isr:demand+ws-nohead", rate, 5, True))
         # Lookaside cells next to plain demand on the same link: media and jukebox at 10 Mbit/s (and 1 below), the
         # stale dongle at 100 Mbit/s, where isr's fetch wait is smallest and so an added cost shows most.
         p += [(c, rate, 3, True) for c in LOOKASIDE_WORKLOAD] if rate == "10mbit" else [("isr:demand+staledongle", rate, 5, True)]
@@ -631,9 +691,19 @@ def plan():
         p += [("isr:baseline", rate, 3, rate == "100mbit"), ("peer:isr1", rate, 3, False)]
     p += [("local", None, 9, True), ("isr:demand", "1mbit", 3, False), ("isr:demand+ws", "1mbit", 2, False), ("isr:proactive", "1mbit", 2, False),
           ("peer:nbdkit", "1mbit", 1, False), ("isr:hoard", "100mbit", 1, False), ("isr:hoard", "10mbit", 1, False),
+          ("isr:checkin", "100mbit", 3, False), ("isr:checkin", "10mbit", 3, False), ("isr:checkin", "1mbit", 2, False),
           ("isr:demand+ws", "1mbit-workload", 1, True), ("isr:demand", "1mbit-workload", 2, True)]
     p += [(c, "1mbit-workload", 2, True) for c in LOOKASIDE_WORKLOAD]
     return p
+
+
+def only(items, keys):
+    """The plan's items for KEYS, in plan order. A local reference right before another (or at the end) is dropped:
+    in the full plan other cells stood between them, and a subset's passes should alternate local and isr runs too."""
+    kept = [p for p in items if key(p[0], p[1]) in keys]
+    if all(p[0] == "local" for p in kept):
+        return kept
+    return [p for i, p in enumerate(kept) if p[0] != "local" or (i + 1 < len(kept) and kept[i + 1][0] != "local")]
 
 
 LOOKASIDE_WORKLOAD = ("isr:demand+media", "isr:demand+jukebox")  # workload time with a lookaside, at 10 and 1 Mbit/s
@@ -668,12 +738,14 @@ def run_matrix(args):
     st = read_state()
     procs = start_services(st)
     try:
-        items = plan() if not args.only else [p for p in plan() if key(p[0], p[1]) in args.only.split(",")]
+        items = plan() if not args.only else only(plan(), args.only.split(","))
         cells = {p[0] for p in items}
         prepare_parcel(st, args.image)
         if cells & {"local", "peer:isr1", "peer:nbdkit"}:  # another boot and workload run under TCG: only when needed
             prepare_local(st, args.image)
         procs += prepare_lookaside(st, args.image, cells)
+        if "isr:checkin" in cells:
+            prepare_checkin_parcel(st, args.image)
         results = load_results(args.results)
         deadline = calendar.timegm(time.strptime(args.deadline, "%Y-%m-%dT%H:%M")) if args.deadline else None
         max_target = max(p[2] for p in items)
@@ -698,11 +770,12 @@ def run_matrix(args):
                     log(f"skip {key(cell, rate)}: ~{est:.0f} s would pass the deadline")
                     continue
                 log(f"pass {pass_no}: {key(cell, rate)} run {done + 1}/{target} (load {load_avg():.1f})")
-                rundir = state_path(f"runs/{key(cell, rate).replace(':', '-').replace('+', 'p')}-{int(time.time())}")
+                # Short: the site's ISR_HOME lies under it, and isr refuses one too long for its unix sockets.
+                rundir = state_path(f"runs/{int(time.time())}")
                 t = time.monotonic()
                 rec = {"key": key(cell, rate), "cell": cell, "rate": rate or "local", "run": done + 1, "workload": with_workload,
                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_before": load_avg(),
-                       "settle_s": SETTLE_SECONDS}
+                       "settle_s": SETTLE_SECONDS, "rundir": rundir}
                 try:
                     kind, name = cell.split(":") if ":" in cell else ("plain", cell)
                     link = rate.split("-")[0] if rate else None  # "1mbit-workload": a separate target on the same link

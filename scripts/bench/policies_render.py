@@ -8,15 +8,21 @@ import json, os, re, shutil, statistics, subprocess
 
 RATES = [("100mbit", 100e6, "100 Mbit/s"), ("10mbit", 10e6, "10 Mbit/s"), ("1mbit", 1e6, "1 Mbit/s"), ("100kbit", 100e3, "100 kbit/s")]
 ROWS = [("isr:baseline", "baseline (copy-in)"), ("isr:proactive", "proactive (hoard, then resume)"), ("isr:demand", "demand fetch"),
-        ("isr:demand+ws", "demand + working-set prefetch"), ("peer:isr1", "peer: ISR-1 copy-in of zstd files"),
+        ("isr:demand+ws", "demand + working-set prefetch"), ("isr:demand+ws-nohead", "demand + working set from `cont` only (no head)"),
+        ("peer:isr1", "peer: ISR-1 copy-in of zstd files"),
         ("peer:nbdkit", "peer: nbdkit-curl + nginx, qcow2 overlay")]
 LOOKASIDE_ROWS = [("isr:demand", "demand fetch, no lookaside"), ("isr:demand+media", "demand + read-only media (base image)"),
                   ("isr:demand+jukebox", "demand + jukebox on the LAN"), ("isr:demand+staledongle", "demand + stale dongle")]
 MIB = 1 << 20
 
 
+def usable(r):
+    """A finished run measured with the build and host conditions the page is about."""
+    return "error" not in r and "superseded" not in r
+
+
 def ok(results, key, field):
-    return [r[field] for r in results if r.get("key") in (key, key + "-workload") and "error" not in r and "superseded" not in r and r.get(field) is not None]
+    return [r[field] for r in results if r.get("key") in (key, key + "-workload") and usable(r) and r.get(field) is not None]
 
 
 def med(xs):
@@ -198,13 +204,23 @@ def render(results, results_path, out):
 
     # ---- transfers
     lines += ["## Transfers against the link", "",
-              "Bytes ÷ time for whole-parcel transfers over the shaped link (nominal rate; bulk TCP payload measured 0.96× nominal, "
-              "`netns.md`).", "", "| transfer | bandwidth | MiB | seconds | Mbit/s | of the link |", "|---|---|---:|---:|---:|---:|"]
+              "Bytes ÷ time over the shaped link (nominal rate; bulk TCP payload measured 0.96× nominal, `netns.md`): whole-parcel "
+              "transfers, and `isr checkin` of what a session changed (resume, one workload run and suspend over the unshaped "
+              "link, then the check-in command alone over the shaped one, on a parcel of its own).", "", "| transfer | bandwidth | MiB | seconds | Mbit/s | of the link |", "|---|---|---:|---:|---:|---:|"]
     for rate, bps, label in RATES:
         for r in results:
-            if r.get("key") == f"isr:hoard@{rate}" and "error" not in r and r.get("hoard_seconds"):
+            if r.get("key") == f"isr:hoard@{rate}" and usable(r) and r.get("hoard_seconds"):
                 mbit = r["hoard_bytes"] * 8 / r["hoard_seconds"] / 1e6
                 lines.append(f"| `isr hoard` | {label} | {r['hoard_bytes'] / MIB:.1f} | {r['hoard_seconds']:.1f} | {mbit:.2f} | {mbit * 1e6 / bps * 100:.0f}% |")
+        for r in results:
+            if r.get("key") == f"isr:checkin@{rate}" and usable(r) and r.get("checkin_seconds"):
+                mbit = r["checkin_bytes"] * 8 / r["checkin_seconds"] / 1e6
+                lines.append(f"| `isr checkin` after a session (the whole command) | {label} | {r['checkin_bytes'] / MIB:.1f} | "
+                             f"{r['checkin_seconds']:.1f} | {mbit:.2f} | {mbit * 1e6 / bps * 100:.0f}% |")
+                if up := r["checkin"].get("uploadSeconds"):
+                    mbit = r["checkin_bytes"] * 8 / up / 1e6
+                    lines.append(f"| its upload (missing query to the last blob stored) | {label} | {r['checkin_bytes'] / MIB:.1f} | "
+                                 f"{up:.1f} | {mbit:.2f} | {mbit * 1e6 / bps * 100:.0f}% |")
         fixed = med(ok(results, "isr:demand@none", "resume_to_cont_s")) or 0
         for cell, name in (("isr:baseline", "baseline copy-in (resume to `cont` − isr's unshaped resume)"), ("peer:isr1", "ISR-1 copy (curl | zstd -d)")):
             xs = ok(results, f"{cell}@{rate}", "resume_to_cont_s" if cell == "isr:baseline" else "copied_s")
@@ -283,9 +299,13 @@ def targets(results, L, T_local, must_cross, limit):
     parts, flags = [], []
     for rate, bps, label in RATES:
         for r in results:
-            if r.get("key") == f"isr:hoard@{rate}" and "error" not in r and r.get("hoard_seconds"):
+            if r.get("key") == f"isr:hoard@{rate}" and usable(r) and r.get("hoard_seconds"):
                 f = r["hoard_bytes"] * 8 / r["hoard_seconds"] / bps
                 parts.append(f"hoard {label}: {f * 100:.0f}%"); flags.append(f >= 0.85)
+        use = [r["checkin_bytes"] * 8 / r["checkin_seconds"] / bps for r in results
+               if r.get("key") == f"isr:checkin@{rate}" and usable(r) and r.get("checkin_seconds")]
+        if use:
+            parts.append(f"check-in {label}: {med(use) * 100:.0f}% (n={len(use)})"); flags.append(med(use) >= 0.85)
         xs = ok(results, f"isr:baseline@{rate}", "resume_to_cont_s")
         b = must_cross("isr:baseline", rate)
         fixed = med(ok(results, "isr:demand@none", "resume_to_cont_s"))
@@ -332,7 +352,7 @@ def lookaside(results, setup, T_local):
     stale, plain = ok(results, "isr:demand+staledongle@100mbit", "guest_wait_s"), ok(results, "isr:demand@100mbit", "guest_wait_s")
     if stale and plain:
         added = (med(stale) - med(plain)) / med(plain)
-        asked = [asked_after_cont(r) for r in results if r.get("key") == "isr:demand+staledongle@100mbit" and "error" not in r]
+        asked = [asked_after_cont(r) for r in results if r.get("key") == "isr:demand+staledongle@100mbit" and usable(r)]
         asked = [a for a in asked if a is not None]
         measured = (f"{med(stale):.2f} s with it (n={len(stale)}) vs {med(plain):.2f} s without (n={len(plain)}): {added * 100:+.1f}% "
                     "(wall clock: the waits of both spread by more than that)")

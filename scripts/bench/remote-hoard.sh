@@ -3,7 +3,8 @@
 # a fresh site's empty cache by `isr hoard P` (foreground, 16 blobs in flight) and by the site's daemon for a request
 # made at another site (`isr hoard P --site NAME`; background, 4 in flight), runs interleaved.
 # Usage: sudo scripts/bench/remote-hoard.sh [RUNS] [RATE ...]     (default: 2 runs; 100mbit 10mbit)
-# Needs: isr and isr-server built (dotnet build Isr.slnx -c Release), the test guest (ISR_TEST_GUEST, default guest/out).
+# Needs: isr and isr-server built (dotnet build Isr.slnx -c Release, or see ISR_BENCH_CLI below), the test guest
+# (ISR_TEST_GUEST, default guest/out).
 # "background" is the daemon's own hoard time (from its log: listing and fetching); "request to done" runs from the
 # `isr hoard --site` command to `isr hoard --requests` seeing it done, so it adds the daemon's pickup (it polls every
 # second here) and the CLI's own start-up.
@@ -14,8 +15,9 @@ RATES=("$@")
 [ ${#RATES[@]} -gt 0 ] || RATES=(100mbit 10mbit)
 export ISR_NETNS_SRV=isrrh-srv ISR_NETNS_SITE=isrrh-site ISR_NETNS_PREFIX=10.81.0
 NETNS=scripts/bench/netns.sh
-ISR="dotnet $PWD/src/Isr.Cli/bin/Release/net10.0/isr.dll"
-SERVER="dotnet $PWD/src/Isr.Server/bin/Release/net10.0/isr-server.dll"
+# ISR_BENCH_CLI / ISR_BENCH_SERVER: other builds (e.g. the published ones under build/ that policies.sh makes).
+ISR=${ISR_BENCH_CLI:-"dotnet $PWD/src/Isr.Cli/bin/Release/net10.0/isr.dll"}
+SERVER=${ISR_BENCH_SERVER:-"dotnet $PWD/src/Isr.Server/bin/Release/net10.0/isr-server.dll"}
 GUEST=${ISR_TEST_GUEST:-$PWD/guest/out}
 WORK=$(mktemp -d /tmp/isr-bench-remote-hoard.XXXXXX)
 export ISR_PASSWORD="bench password 1"
@@ -38,7 +40,7 @@ printf '%s' "$ISR_PASSWORD" > "$WORK/pw"; $SERVER user add alice --password-file
 ip netns exec "$ISR_NETNS_SRV" $SERVER run --data "$WORK/server" --urls "https://10.81.0.1:8443" > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 60); do grep -q "listening on" "$WORK/server.log" && break; sleep 1; done
-login() { site "$1" login --server https://10.81.0.1:8443 --user alice --server-fingerprint "$FP" >/dev/null; }
+login() { local home=$1; shift; site "$home" login --server https://10.81.0.1:8443 --user alice --server-fingerprint "$FP" "$@" >/dev/null; }
 
 A=$WORK/site-a; login "$A"
 bash $NETNS set-rate none >/dev/null
@@ -57,7 +59,7 @@ for rate in "${RATES[@]}"; do
         fg_s=$(json "d['seconds']" < "$WORK/fg.json"); fg_b=$(json "d['bytesFetched']" < "$WORK/fg.json")
         rm -rf "$F"
 
-        B=$WORK/site-b$n; login "$B"
+        B=$WORK/site-b$n; login "$B" --keep-keys 0  # starts no daemon: B's one daemon is the keyless service below
         echo '{"hoardPollSeconds": 1}' > "$B/config.json"
         ip netns exec "$ISR_NETNS_SITE" env -u ISR_PASSWORD ISR_HOME="$B" ISR_SITE_NAME="site-b$n" $ISR daemon --service > "$WORK/daemon-b$n.log" 2>&1 &
         DAEMON_PID=$!

@@ -91,7 +91,7 @@ public static class Cli
         ServerUnreachableException => (8, e.Message),
         ServerException => (1, e.Message),
         ParcelNotFoundException or FileNotFoundException => (4, e.Message),
-        CommitConflictException => (5, e.Message),
+        CommitConflictException or SiteDaemonRunningException => (5, e.Message),
         SiteCannotRunException or DescriptorMismatchException or QemuNotFoundException => (6, e.Message),
         ChunkIntegrityException or MalformedDataException => (7, e.Message),
         DaemonException d => (d.Kind switch

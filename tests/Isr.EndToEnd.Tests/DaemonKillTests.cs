@@ -11,11 +11,7 @@ public sealed class DaemonKillTests
     {
         TestEnvironment.RequireProgram("qemu-system-x86_64");
         await using var site = new TestSite();
-        await site.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage(), "--store", site.Store);
-        var console = Path.Combine(site.Root, "console-1.log");
-        var session = await site.IsrJsonAsync("resume", "box", "--headless", "--serial", console);
-        int qemu = session.GetProperty("qemuPid").GetInt32();
-        await SerialConsole.WaitForTicksAsync(console, 3, TimeSpan.FromSeconds(120));
+        var (console, qemu) = await RunningBox.StartAsync(site);
 
         await site.KillDaemonAsync();
         var (code, stdout, stderr) = await site.IsrAsync("status", "--json");
@@ -41,6 +37,46 @@ public sealed class DaemonKillTests
         await site.IsrJsonAsync("suspend", "box");
         var image = await ParcelInspector.ExportDiskAsync(site.Store, "box", TestSite.Password, site.Root);
         Assert.Contains($"counter={marker.Counter} seed={marker.Seed} boot={marker.Boot}", await ParcelInspector.ReadGuestFileAsync(image, "/ticks"));
+    }
+}
+
+/// <summary>Parcel "box" created in the site's store and resumed (a boot) until the guest ticks.</summary>
+internal static class RunningBox
+{
+    /// <returns>The serial console's file and QEMU's PID.</returns>
+    public static async Task<(string Console, int Qemu)> StartAsync(TestSite site)
+    {
+        await site.IsrOkAsync("create", "box", "--from", TestEnvironment.GuestImage(), "--store", site.Store);
+        var console = Path.Combine(site.Root, "console-1.log");
+        var session = await site.IsrJsonAsync("resume", "box", "--headless", "--serial", console);
+        await SerialConsole.WaitForTicksAsync(console, 3, TimeSpan.FromSeconds(120));
+        return (console, session.GetProperty("qemuPid").GetInt32());
+    }
+}
+
+/// <summary>One daemon per site directory: a second `isr daemon` for it is refused while the first runs a VM, which goes
+/// on (a second one used to take over the socket and stop that VM as an orphan).</summary>
+public sealed class DaemonInstanceTests
+{
+    [Fact]
+    public async Task A_second_daemon_for_the_site_is_refused_and_the_running_VM_goes_on()
+    {
+        TestEnvironment.RequireProgram("qemu-system-x86_64");
+        await using var site = new TestSite();
+        var (console, qemu) = await RunningBox.StartAsync(site);
+        int? daemon = await site.DaemonPidAsync();
+
+        var (code, stdout, stderr) = await site.IsrAsync("daemon", "--service");
+        Assert.True(code == 5, $"a second daemon should be refused as a conflict: {code} {stdout} {stderr}");
+        Assert.Contains($"another site daemon (pid {daemon}) already serves", stderr);
+        Assert.Equal(daemon, await site.DaemonPidAsync());
+        Assert.False(TestSite.ProcessGone(qemu), "the running VM's QEMU was stopped");
+        int ticks = SerialConsole.Ticks(console).Count;
+        await SerialConsole.WaitForTicksAsync(console, ticks + 2, TimeSpan.FromSeconds(120));
+
+        var suspended = await site.IsrJsonAsync("suspend", "box");
+        Assert.True(suspended.GetProperty("memoryImageBytes").GetInt64() > 0);
+        Assert.Equal(2, suspended.GetProperty("committed").GetProperty("version").GetInt64());
     }
 }
 

@@ -25,7 +25,8 @@ public sealed class RemoteHoardTests
         await using var b = new TestSite("site-b");
         await using var server = await TestServer.StartAsync(a.Root, TestSite.Password);
         await a.LoginAsync(server);
-        await b.LoginAsync(server);
+        // --keep-keys 0 starts no daemon at B: B's daemon is the site service below, keyless (one daemon per site).
+        await b.LoginAsync(server, "--keep-keys", "0");
         var consoleA = await CycleSteps.CreateAndBootAsync(a);
         var before = await CycleSteps.SuspendAndCheckInAsync(a, consoleA, 2);
 

@@ -74,6 +74,22 @@ public sealed class SingleSiteCycleTests
         Assert.False(File.Exists(Path.Combine(site.Home, "parcels", "box", "dirty.journal")));
     }
 
+    /// <summary>Unix socket paths have at most 107 bytes: a 64-character parcel name under a deep ISR_HOME once made
+    /// run/NAME/nbd.sock too long to bind, and the resume failed.</summary>
+    [Fact]
+    public async Task A_long_parcel_name_under_a_deep_ISR_HOME_resumes_and_suspends()
+    {
+        TestEnvironment.RequireProgram("qemu-system-x86_64");
+        await using var site = new TestSite(home: "a/site/state/directory/deeper/than/most");
+        var name = new string('p', 64);
+        await site.IsrOkAsync("create", name, "--from", TestEnvironment.GuestImage(), "--store", site.Store);
+        var console = Path.Combine(site.Root, "console.log");
+        await site.IsrJsonAsync("resume", name, "--headless", "--serial", console);
+        await SerialConsole.WaitForTicksAsync(console, 2, GuestTimeout);
+        var suspended = await site.IsrJsonAsync("suspend", name);
+        Assert.Equal(2, suspended.GetProperty("committed").GetProperty("version").GetInt64());
+    }
+
     [Fact]
     public async Task Discard_drops_changes_made_since_the_last_version()
     {

@@ -15,8 +15,11 @@ public sealed class TestSite : IAsyncDisposable
     public string Root { get; } = Directory.CreateTempSubdirectory("isr-e2e-").FullName;
     public string Name { get; }
 
-    public TestSite(string name = "site-a") => Name = name;
-    public string Home => Path.Combine(Root, "site");
+    private readonly string _home;
+
+    /// <param name="home">ISR_HOME under the test's directory (deeper paths test the socket path limit).</param>
+    public TestSite(string name = "site-a", string home = "site") => (Name, _home) = (name, home);
+    public string Home => Path.Combine(Root, _home);
     public string Store => Path.Combine(Root, "store");
     private readonly HashSet<int> _qemuPids = new();
 

@@ -69,7 +69,9 @@ public sealed class TransferPolicyTests
         // At a site with an empty cache, a demand resume replays that working set ahead of the guest.
         foreach (var fanout in Directory.EnumerateDirectories(cache, "??")) Directory.Delete(fanout, recursive: true);
         var thirdConsole = Path.Combine(site.Root, "console-3.log");
-        await site.IsrJsonAsync("resume", "box", "--headless", "--serial", thirdConsole);
+        var replayed = await site.IsrJsonAsync("resume", "box", "--headless", "--serial", thirdConsole);
+        // The working set's first chunks came in before cont (up to a fifth of what the resume fetched by then).
+        Assert.Contains(replayed.GetProperty("trace").EnumerateArray(), s => s.GetProperty("step").GetString()!.StartsWith("working-set head fetched"));
         var continued = (await SerialConsole.WaitForTicksAsync(thirdConsole, 2, GuestTimeout))[0];
         Assert.Equal(before.Seed, continued.Seed);
         var demand = (await site.IsrJsonAsync("stat", "box")).GetProperty("session");

@@ -82,6 +82,58 @@ public sealed class RealServerTests : IDisposable
         Assert.Equal(0, fsck.Code);
     }
 
+    /// <summary>The server stores a request's first frames while its later ones arrive, so that it answers soon after
+    /// the last byte: a client's requests in flight then keep the link busy (stored only after the whole request, they
+    /// ended together and the link idled while the server stored them).</summary>
+    [Fact]
+    public async Task An_uploads_first_frames_are_stored_while_the_rest_of_its_body_arrives()
+    {
+        var data = Path.Combine(_dir.Path, "data");
+        Assert.Equal(0, (await RunToEndAsync("init", "--data", data)).Code);
+        var passwordFile = Path.Combine(_dir.Path, "pw");
+        await File.WriteAllTextAsync(passwordFile, "pass word 1\n");
+        Assert.Equal(0, (await RunToEndAsync("user", "add", "dave", "--password-file", passwordFile, "--data", data)).Code);
+        _server = await ServerProcess.StartAsync(data);
+        using var client = await _server.LoginAsync("dave", "pass word 1");
+        var rng = new Random(7);
+        var blobs = Enumerable.Range(0, 40).Select(_ => { var b = new byte[64 << 10]; rng.NextBytes(b); return (ChunkTag.Of(b), b); }).ToList();
+
+        var rest = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var upload = client.Http.PostAsync("/api/v1/chunks/upload", new TwoPartContent(ApiClient.Frames(blobs.Take(24)), rest.Task, ApiClient.Frames(blobs.Skip(24))));
+        bool held = false;
+        for (var waited = System.Diagnostics.Stopwatch.StartNew(); !held && waited.Elapsed < TimeSpan.FromSeconds(30) && !upload.IsCompleted;)
+        {
+            held = (await client.MissingAsync([blobs[0].Item1])).Count == 0;
+            if (!held) await Task.Delay(50);
+        }
+        Assert.True(held, "nothing was stored before the request's body ended");
+        Assert.False(upload.IsCompleted);
+
+        rest.SetResult();
+        using var response = await upload;
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(40, (await response.BodyAsync()).GetProperty("stored").GetInt32());
+        Assert.Empty(await client.MissingAsync(blobs.Select(b => b.Item1)));
+    }
+
+    /// <summary>A request body sent in two parts, the second once <paramref name="between"/> completes.</summary>
+    private sealed class TwoPartContent(byte[] first, Task between, byte[] second) : HttpContent
+    {
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            await stream.WriteAsync(first);
+            await stream.FlushAsync();
+            await between;
+            await stream.WriteAsync(second);
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+    }
+
     public void Dispose()
     {
         _server?.Dispose();

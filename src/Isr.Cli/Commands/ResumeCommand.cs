@@ -35,6 +35,12 @@ public static class ResumeCommand
             Description = "Fetch ahead of the guest: workingset (the chunks it used first last time, in order; default), all (then the rest of the disk, in the background), none",
             DefaultValueFactory = _ => PrefetchMode.WorkingSet,
         };
+        var head = new Option<double>("--working-set-head")
+        {
+            Description = "Before the VM goes on, fetch the working set's first chunks, up to this fraction of what the resume fetched " +
+                "(the guest's first seconds outrun a slow link): 0.2 (default), 0 = none",
+            DefaultValueFactory = _ => new ResumeOptions().WorkingSetBeforeCont,
+        };
         var trickle = new Option<string?>("--trickle-limit") { Description = "Rate for uploading changes while the VM runs (server homes), bytes/s: 2M (default), 0 = off" };
         var lookaside = new Option<string[]>("--lookaside")
         {
@@ -53,7 +59,7 @@ public static class ResumeCommand
         };
         var command = new Command("resume", "Resume the parcel's VM at this site: continue where it was suspended")
         {
-            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, serialPipe, cold, yes, version, policy, prefetch, trickle, lookaside,
+            Cli.Parcel, Cli.Store, Cli.PasswordFile, headless, vnc, serial, serialPipe, cold, yes, version, policy, prefetch, head, trickle, lookaside,
             noWait, staleAfter, Cli.Json,
         };
         command.Validators.Add(r =>
@@ -83,10 +89,12 @@ public static class ResumeCommand
                     .Select(n => (n, v: Environment.GetEnvironmentVariable(n))).Where(e => !string.IsNullOrEmpty(e.v)).ToDictionary(e => e.n, e => e.v!),
                 Policy = parse.GetValue(policy),
                 Prefetch = parse.GetValue(prefetch),
+                WorkingSetBeforeCont = parse.GetValue(head),
                 Lookaside = (parse.GetValue(lookaside) ?? []).Select(s => s.Contains("://") ? s : Path.GetFullPath(s)).ToList(),
                 TrickleBytesPerSecond = parse.GetValue(trickle) is { } rate ? Isr.Client.Transfer.TokenBucket.ParseRate(rate) ?? 0 : new ResumeOptions().TrickleBytesPerSecond,
             };
             if (parse.GetValue(staleAfter) <= 0) throw new UsageException("--stale-after must be a positive number of seconds");
+            if (parse.GetValue(head) is < 0 or > 10 or double.NaN) throw new UsageException("--working-set-head must be a fraction from 0 to 10");
             // The daemon holds the keys after `isr login`: the password is asked for only when it does not — and then
             // before any wait, so the user need not stay for it.
             var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Password = Cli.GivenPassword(parse), Resume = options };

@@ -28,6 +28,8 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
 
     public async Task RunAsync(CancellationToken ct)
     {
+        // Before the socket: a second daemon would take it over and stop the first one's running VMs as orphans.
+        using var instance = await HoldSiteAsync(ct);
         File.Delete(site.DaemonSocket);
         using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         listener.Bind(new UnixDomainSocketEndPoint(site.DaemonSocket));
@@ -57,6 +59,23 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
             foreach (var checkin in _checkins.Values) await checkin.Completion;
             await idleWatch;
             await hoarding;
+        }
+    }
+
+    /// <summary>An exclusive lock on ISR_HOME/daemon.lock for the daemon's lifetime (the BCL takes flock for
+    /// FileShare.None on Unix; the kernel drops it when the process dies, so a killed daemon leaves nothing stale).</summary>
+    private async Task<FileStream> HoldSiteAsync(CancellationToken ct)
+    {
+        Directory.CreateDirectory(site.Root);
+        try { return new FileStream(Path.Combine(site.Root, "daemon.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+        catch (IOException)
+        {
+            JsonElement? ping = null;
+            try { ping = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "ping" }, null, ct, startIfNeeded: false, recover: false); }
+            catch (Exception e) when (e is IOException or SocketException or DaemonException) { } // starting or stopping: the message says enough
+            var pid = ping is { } p && p.TryGetProperty("pid", out var id) ? $" (pid {id})" : "";
+            throw new SiteDaemonRunningException($"another site daemon{pid} already serves {site.Root}: the isr commands use it; " +
+                "stop it (SIGTERM) before starting one in its place");
         }
     }
 
@@ -306,3 +325,6 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
 
     private static string Require(string? value) => value ?? throw new ArgumentException("request is missing a field");
 }
+
+/// <summary>A site state directory is served by one daemon at a time.</summary>
+public sealed class SiteDaemonRunningException(string message) : InvalidOperationException(message);

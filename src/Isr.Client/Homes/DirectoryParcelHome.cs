@@ -156,10 +156,12 @@ public sealed class DirectoryParcelHome : IParcelHome
         }
     }
 
+    public const int MaxNameLength = 64;
+
     /// <summary>Parcel names become directory names: letters, digits, '-', '_', '.', not starting with '.'.</summary>
     public static string ValidName(string name)
     {
-        if (name.Length is 0 or > 64 || name[0] == '.' || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
+        if (name.Length is 0 or > MaxNameLength || name[0] == '.' || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
             throw new ArgumentException($"'{name}' is not a valid parcel name (letters, digits, '-', '_', '.'; at most 64)");
         return name;
     }

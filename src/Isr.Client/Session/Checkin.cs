@@ -13,6 +13,9 @@ public sealed record CheckinResult(long Version, bool Side, int ChunksUploaded, 
 {
     /// <summary>What the site wipe removed after this check-in (site config wipeAfterCheckin), or null when it did not run.</summary>
     public SiteWipe.Report? Wiped { get; init; }
+    /// <summary>Seconds from the "missing" query to the last blob stored at the home: the transfer, without the
+    /// command's start, the commit and the lock's release.</summary>
+    public double UploadSeconds { get; init; }
 }
 
 /// <summary>
@@ -39,6 +42,7 @@ public static class Checkin
             int count;
             long bytes;
             VersionRecord committed;
+            var uploading = System.Diagnostics.Stopwatch.StartNew();
             // A check-in that ends the lock tells the server how far it is: a resume elsewhere waits for it (CheckinWait).
             await using var reporter = releaseLock && home is ServerParcelHome reporting && local.LockToken is { } held
                 ? new CheckinReporter(reporting, parcel, held) : null;
@@ -47,6 +51,7 @@ public static class Checkin
                 (count, bytes) = await Uploader.UploadMissingAsync(site.Cache, home.Chunks, pending.BlobTags,
                     reporter is null ? progress : new InlineProgress<long>(b => { reporter.Sent(b); progress?.Report(b); }), ct,
                     reporter is null ? onTotal : t => { reporter.Total(t); onTotal?.Invoke(t); });
+                uploading.Stop();
                 KillPoint.Reach("checkin.after-upload");
                 PausePoint.Reach("checkin.after-upload");
                 committed = await home.CommitAsync(parcel, pending.Version, ct);
@@ -67,7 +72,7 @@ public static class Checkin
             File.Delete(site.PendingCommitPath(parcel));
             if (File.Exists(site.BackgroundCheckinPath(parcel))) File.Delete(site.BackgroundCheckinPath(parcel));
             site.UpdateLocal(parcel, s => s with { LastSeenHead = committed.Side ? s.LastSeenHead : committed.Number });
-            result = new CheckinResult(committed.Number, committed.Side, count, bytes, false);
+            result = new CheckinResult(committed.Number, committed.Side, count, bytes, false) { UploadSeconds = uploading.Elapsed.TotalSeconds };
         }
         if (releaseLock && home is ServerParcelHome lockHome && local.LockToken is { } token)
         {

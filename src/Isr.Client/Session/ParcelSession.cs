@@ -30,6 +30,10 @@ public sealed record ResumeOptions
     public TransferPolicy Policy { get; init; } = TransferPolicy.Demand;
     /// <summary>Fetch ahead of the guest: the working set recorded at the previous resume (default), and optionally the rest of the disk.</summary>
     public PrefetchMode Prefetch { get; init; } = PrefetchMode.WorkingSet;
+    /// <summary>The working set's head fetched before `cont`, as a fraction of what the resume fetched from the home until
+    /// then (the memory image, mostly): the resume takes up to that much longer on a slow link, and the guest waits that
+    /// much less in its first seconds, which read faster than the replay arrives (0: the replay starts at `cont`).</summary>
+    public double WorkingSetBeforeCont { get; init; } = 0.2;
     /// <summary>Upload dirty chunks in the background at this rate while the VM runs (server homes); 0: no trickle.</summary>
     public double TrickleBytesPerSecond { get; init; } = 2_000_000;
     /// <summary>Lookaside sources to ask before the home (dongle, media, jukebox URL), besides the site's configured ones.</summary>
@@ -172,6 +176,8 @@ public sealed class ParcelSession : IAsyncDisposable
                 await session._vm.LoadStateAsync((stream, token) => MemoryImage.RestoreAsync(chunks, fetcher, parcel.Codec, stream, token, trace), ct);
                 trace?.Mark("memory image loaded");
             }
+            if (await session._transfers.PrefetchWorkingSetHeadAsync((long)(fetcher.Counters.HomeBytes * options.WorkingSetBeforeCont), ct) is > 0 and var head)
+                trace?.Mark($"working-set head fetched ({head / 1e6:F1} MB)");
             await session._vm.ContinueAsync(ct);
             if (!cold) session.SetGuestClockInBackground();
             trace?.Mark("cont");

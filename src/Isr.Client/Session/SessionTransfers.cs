@@ -119,21 +119,65 @@ public sealed class SessionTransfers : IAsyncDisposable
     /// a fast link busy.</summary>
     private const int WorkingSetConcurrency = 4;
 
-    /// <summary>Fetches the working set recorded at the previous resume, in its order (called once the VM runs).</summary>
+    private IReadOnlyList<long>? _workingSetOrder;
+
+    private bool Replays => _options.Prefetch != PrefetchMode.None && _version.HasWorkingSet;
+
+    private async Task<IReadOnlyList<long>> WorkingSetOrderAsync(CancellationToken ct)
+    {
+        if (_workingSetOrder is { } known) return known;
+        var tag = ChunkTag.Parse(_version.WorkingSetTag!);
+        var blob = await _site.Cache.GetAsync(tag, ct) is { } cached && tag.Matches(cached) ? cached : await _direct.FetchAsync(tag, ct);
+        var indices = WorkingSet.Open(blob, _parcel.Keys, _parcel.Info.Id);
+        Interlocked.Exchange(ref _replayed, indices.Count);
+        return _workingSetOrder = indices;
+    }
+
+    // Keyring leaves through the session's fetcher: the guest's first reads need the same ones at the same time.
+    private IAsyncEnumerable<PrefetchItem> WorkingSetItems(IReadOnlyList<long> order, CancellationToken ct) =>
+        WorkingSet.ResolveAsync(order, _version, _fetcher.LoadPageAsync, _parcel.Keys, ct);
+
+    /// <summary>Before `cont`: the first chunks of the working set, until about <paramref name="budgetBytes"/> came from the
+    /// home. The guest's first seconds read faster than a slow link brings the replay in, so that wait moves into the
+    /// resume, bounded (<see cref="ResumeOptions.WorkingSetBeforeCont"/>). A failure leaves it to the replay.</summary>
+    /// <returns>The bytes it fetched.</returns>
+    public async Task<long> PrefetchWorkingSetHeadAsync(long budgetBytes, CancellationToken ct)
+    {
+        if (!Replays || budgetBytes <= 0) return 0;
+        long start = _prefetcher.Bytes;
+        try
+        {
+            await _prefetcher.RunAsync(WhileUnder(WorkingSetItems(await WorkingSetOrderAsync(ct), ct), () => _prefetcher.Bytes - start < budgetBytes),
+                new PrefetchOptions { Concurrency = WorkingSetConcurrency, YieldToDemand = false }, ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            _log?.Invoke($"working-set prefetch of '{_parcel.Name}' before cont stopped: {e.Message}");
+        }
+        return _prefetcher.Bytes - start;
+    }
+
+    private static async IAsyncEnumerable<PrefetchItem> WhileUnder(IAsyncEnumerable<PrefetchItem> items, Func<bool> under,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct = default)
+    {
+        await foreach (var item in items.WithCancellation(ct))
+        {
+            if (!under()) yield break;
+            yield return item;
+        }
+    }
+
+    /// <summary>Fetches the working set recorded at the previous resume, in its order (called once the VM runs; what the
+    /// head before `cont` fetched is skipped).</summary>
     public void StartWorkingSetReplay()
     {
-        if (_options.Prefetch == PrefetchMode.None || !_version.HasWorkingSet) return;
+        if (!Replays) return;
         var ct = _stop.Token;
         _workingSet = Task.Run(async () =>
         {
             try
             {
-                var tag = ChunkTag.Parse(_version.WorkingSetTag!);
-                var blob = await _site.Cache.GetAsync(tag, ct) is { } cached && tag.Matches(cached) ? cached : await _direct.FetchAsync(tag, ct);
-                var indices = WorkingSet.Open(blob, _parcel.Keys, _parcel.Info.Id);
-                Interlocked.Exchange(ref _replayed, indices.Count);
-                // Keyring leaves through the session's fetcher: the guest's first reads need the same ones at the same time.
-                await _prefetcher.RunAsync(WorkingSet.ResolveAsync(indices, _version, _fetcher.LoadPageAsync, _parcel.Keys, ct),
+                await _prefetcher.RunAsync(WorkingSetItems(await WorkingSetOrderAsync(ct), ct),
                     new PrefetchOptions { Concurrency = WorkingSetConcurrency, ConcurrencyWhileGuestFetches = 1, YieldToDemand = false }, ct);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { }

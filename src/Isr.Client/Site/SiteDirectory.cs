@@ -1,3 +1,5 @@
+using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json;
 using Isr.Client.Cache;
 using Isr.Storage;
@@ -37,9 +39,20 @@ public sealed class SiteDirectory
     /// <summary>The cache's limit and eviction, shared by every session of this process.</summary>
     public CacheSpace Space { get; }
 
+    /// <summary>A unix socket's path has at most 107 bytes (sockaddr_un, with its NUL).</summary>
+    private const int MaxSocketPathBytes = 107;
+    /// <summary>The longest socket name in a session's run directory (nbd.sock, qmp.sock, import.sock).</summary>
+    private const string LongestSessionSocket = "import.sock";
+
     public SiteDirectory(string root)
     {
         Root = Path.GetFullPath(root);
+        // Refused before anything is made: the daemon's and sessions' sockets could not be bound (a cryptic failure at
+        // the first resume otherwise).
+        var longest = Path.Combine(SessionRunDirectory(new string('x', Homes.DirectoryParcelHome.MaxNameLength)), LongestSessionSocket);
+        if (Encoding.UTF8.GetByteCount(longest) > MaxSocketPathBytes)
+            throw new ArgumentException($"ISR_HOME '{Root}' is too long for this site's unix sockets (at most {MaxSocketPathBytes} bytes, as in {longest}): " +
+                "use a shorter ISR_HOME");
         Directory.CreateDirectory(Root);
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(Root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         Cache = new DirectoryChunkStore(Path.Combine(Root, "cache"), durable: false);
@@ -58,7 +71,16 @@ public sealed class SiteDirectory
     public string DaemonLog => Path.Combine(Root, "daemon.log");
     public string ParcelDirectory(string parcel) => Path.Combine(Root, "parcels", parcel);
     public string JournalPath(string parcel) => Path.Combine(ParcelDirectory(parcel), "dirty.journal");
-    public string SessionRunDirectory(string parcel) => Path.Combine(RunDirectory, parcel);
+    /// <summary>The session's sockets: run/PARCEL, or run/p-DIGEST where a long parcel name would make a socket path too long.</summary>
+    public string SessionRunDirectory(string parcel)
+    {
+        var named = Path.Combine(RunDirectory, parcel);
+        return FitsSockets(named) ? named
+            : Path.Combine(RunDirectory, "p-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(parcel)))[..16]);
+    }
+
+    private static bool FitsSockets(string directory) =>
+        Encoding.UTF8.GetByteCount(Path.Combine(directory, LongestSessionSocket)) <= MaxSocketPathBytes;
     /// <summary>Present while `isr checkin --background` has not committed: a restarted daemon takes the check-in up again.</summary>
     public string BackgroundCheckinPath(string parcel) => Path.Combine(ParcelDirectory(parcel), "background-checkin.json");
 

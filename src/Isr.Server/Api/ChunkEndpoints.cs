@@ -12,8 +12,11 @@ namespace Isr.Server.Api;
 internal static class ChunkEndpoints
 {
     private const string Binary = "application/octet-stream";
-    /// <summary>Verified frames are stored in groups (one metadata transaction per group), bounded in bytes and count.</summary>
-    private const int GroupBytes = 8 << 20, GroupFrames = 256;
+    /// <summary>Verified frames are stored in groups (one metadata transaction per group), bounded in bytes and count,
+    /// and small against a request (a client sends 64 blobs per request): a group is stored while the next is read, so
+    /// the answer comes soon after the last byte. Stored only after the whole request, a client's requests in flight
+    /// ended together and the link idled while the server stored them (a check-in at 100 Mbit/s: 68–88% of the link).</summary>
+    private const int GroupBytes = 1 << 20, GroupFrames = 16;
     /// <summary>Store reads or writes one request keeps in flight: one at a time, an object store's round trip (about a
     /// millisecond on loopback RGW) and not its bandwidth would bound a transfer.</summary>
     private const int StoreWidth = 16;
@@ -81,26 +84,39 @@ internal static class ChunkEndpoints
         var group = new List<(ChunkTag Tag, byte[] Buffer, int Length)>();
         long groupBytes = 0, total = 0;
         int stored = 0, existing = 0;
+        Task storing = Task.CompletedTask; // the group before, stored while this one is read
 
-        async Task FlushAsync()
+        async Task StoreAsync(List<(ChunkTag Tag, byte[] Buffer, int Length)> frames)
         {
-            if (group.Count == 0) return;
             try
             {
-                await metadata.RecordBlobsAsync(userId, group.Select(g => g.Tag).ToList(), clock.GetUtcNow(), ct);
-                var absent = (await chunks.MissingAsync(group.Select(g => g.Tag).ToList(), ct)).ToHashSet();
-                var fresh = group.Where(g => absent.Remove(g.Tag)).ToList(); // each absent tag once
+                await metadata.RecordBlobsAsync(userId, frames.Select(g => g.Tag).ToList(), clock.GetUtcNow(), ct);
+                var absent = (await chunks.MissingAsync(frames.Select(g => g.Tag).ToList(), ct)).ToHashSet();
+                var fresh = frames.Where(g => absent.Remove(g.Tag)).ToList(); // each absent tag once
                 await Parallel.ForEachAsync(fresh, new ParallelOptions { MaxDegreeOfParallelism = StoreWidth, CancellationToken = ct },
                     async (g, token) => await chunks.PutAsync(g.Tag, g.Buffer.AsMemory(0, g.Length), token));
-                stored += fresh.Count;
-                existing += group.Count - fresh.Count;
+                stored += fresh.Count; // one group at a time: FlushAsync awaits the one before
+                existing += frames.Count - fresh.Count;
             }
             finally
             {
-                foreach (var g in group) ArrayPool<byte>.Shared.Return(g.Buffer);
-                group.Clear();
-                groupBytes = 0;
+                foreach (var g in frames) ArrayPool<byte>.Shared.Return(g.Buffer);
             }
+        }
+
+        // Hands the group to the store once the one before it is stored.
+        async Task FlushAsync()
+        {
+            var frames = group;
+            group = [];
+            groupBytes = 0;
+            try { await storing; }
+            catch
+            {
+                foreach (var g in frames) ArrayPool<byte>.Shared.Return(g.Buffer);
+                throw;
+            }
+            storing = frames.Count == 0 ? Task.CompletedTask : StoreAsync(frames);
         }
 
         try
@@ -128,15 +144,19 @@ internal static class ChunkEndpoints
                 if (groupBytes >= GroupBytes || group.Count >= GroupFrames) await FlushAsync();
             }
             await FlushAsync();
+            await storing;
         }
         catch (ApiException)
         {
             await FlushAsync(); // the good frames before the bad one stay (uploads are idempotent)
+            await storing;
             throw;
         }
         finally
         {
             foreach (var g in group) ArrayPool<byte>.Shared.Return(g.Buffer);
+            // A request that failed otherwise may leave a group storing: it ends (and returns its buffers) before the request.
+            await storing.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
         return Results.Json(new UploadResponse(stored, existing), ApiJson.Options);
     }
