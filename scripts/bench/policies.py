@@ -350,20 +350,27 @@ def prepare_parcel(st, image):
     write_state(st)
 
 
-def session_with_workload(site, st, boot):
-    """Resume (a boot the first time), one workload run, page cache dropped, suspend, check in."""
+def suspended_session(site, boot, drop=True, resume_flags=()):
+    """Resume (a boot the first time), one workload run, the page cache dropped (unless not `drop`), suspend (kept at
+    the site until a check-in); returns the suspend's JSON."""
     con = Console(os.path.join(site.home, "console"), os.path.join(site.home, "console.log"))
     try:
-        site.isr("resume", site.parcel, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0")
+        site.isr("resume", site.parcel, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0", *resume_flags)
         if boot:
             con.wait(r"^ISR-READY", 0, 600)
         else:
             ping(con)
         m = con.mark(); con.send("run"); con.wait(r"^ISR-WORKLOAD-DONE", m, 1800)
-        m = con.mark(); con.send("drop"); con.wait(r"^ISR-DROPPED", m, 300)
-        st["suspend"] = json.loads(site.isr("suspend", site.parcel, "--json").stdout)
+        if drop:
+            m = con.mark(); con.send("drop"); con.wait(r"^ISR-DROPPED", m, 300)
+        return json.loads(site.isr("suspend", site.parcel, "--json").stdout)
     finally:
         con.close()
+
+
+def session_with_workload(site, st, boot):
+    """A suspended session (above), checked in."""
+    st["suspend"] = suspended_session(site, boot)
     site.isr("checkin", site.parcel)
 
 
@@ -589,20 +596,15 @@ def run_isr(policy, rate, rundir, with_workload, st):
 def check_in_after_session(site, rate):
     """A session over the unshaped link (resume, one workload run, suspend), then `isr checkin` alone over the shaped
     one: how much of the link a check-in uses for what a session changed (memory image and dirty chunks)."""
-    con = Console(os.path.join(site.home, "console"), os.path.join(site.home, "console.log"))
     checked_in = False
     try:
-        site.isr("resume", site.parcel, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0", "--prefetch", "none")
-        ping(con)
-        workload(con)
-        suspend = json.loads(site.isr("suspend", site.parcel, "--json").stdout)
+        suspend = suspended_session(site, boot=False, drop=False, resume_flags=("--prefetch", "none"))
         netns("set-rate", rate)
         t = time.monotonic()
         out = json.loads(site.isr("checkin", site.parcel, "--json").stdout)
         seconds = time.monotonic() - t
         checked_in = True
     finally:
-        con.close()
         netns("set-rate", "none")
         if not checked_in:  # the lock and the suspended version would stop the next run
             site.stop_vm()

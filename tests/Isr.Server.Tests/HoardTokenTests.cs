@@ -26,10 +26,7 @@ public sealed class HoardTokenTests : IDisposable
     public async Task A_hoard_only_token_reads_what_hoarding_needs_and_nothing_else_until_revoked()
     {
         var data = Path.Combine(_dir.Path, "data");
-        Assert.Equal(0, (await ServerProcess.RunToEndAsync("init", "--data", data)).Code);
-        var passwordFile = Path.Combine(_dir.Path, "pw");
-        await File.WriteAllTextAsync(passwordFile, "pw\n");
-        Assert.Equal(0, (await ServerProcess.RunToEndAsync("user", "add", "erin", "--password-file", passwordFile, "--data", data)).Code);
+        await ServerProcess.InitWithUserAsync(data, "erin", "pw");
         var server = Own(await ServerProcess.StartAsync(data));
         var a = Own(await server.LoginAsync("erin", "pw", "site-a"));
         var b = Own(await server.LoginAsync("erin", "pw", "site-b"));

@@ -63,10 +63,7 @@ public sealed class JukeboxUpstreamTests : IDisposable
     public async Task A_jukebox_with_an_upstream_fetches_misses_with_the_read_token_keeps_them_and_serves_them_when_the_server_is_gone()
     {
         var data = Path.Combine(_dir.Path, "data");
-        var init = await ServerProcess.RunToEndAsync("init", "--data", data);
-        Assert.True(init.Code == 0, init.Err);
-        await File.WriteAllTextAsync(Path.Combine(_dir.Path, "pw"), "alice pass 1\n");
-        Assert.Equal(0, (await ServerProcess.RunToEndAsync("user", "add", "alice", "--password-file", Path.Combine(_dir.Path, "pw"), "--data", data)).Code);
+        await ServerProcess.InitWithUserAsync(data, "alice", "alice pass 1");
         var server = await ServerProcess.StartAsync(data);
         var cache = Path.Combine(_dir.Path, "jukebox");
         var (jukebox, url) = await ServerProcess.StartJukeboxAsync(cache, "--upstream", $"https://127.0.0.1:{server.Port}", "--upstream-fingerprint", server.Fingerprint);

@@ -89,10 +89,7 @@ public sealed class RealServerTests : IDisposable
     public async Task An_uploads_first_frames_are_stored_while_the_rest_of_its_body_arrives()
     {
         var data = Path.Combine(_dir.Path, "data");
-        Assert.Equal(0, (await RunToEndAsync("init", "--data", data)).Code);
-        var passwordFile = Path.Combine(_dir.Path, "pw");
-        await File.WriteAllTextAsync(passwordFile, "pass word 1\n");
-        Assert.Equal(0, (await RunToEndAsync("user", "add", "dave", "--password-file", passwordFile, "--data", data)).Code);
+        await ServerProcess.InitWithUserAsync(data, "dave", "pass word 1");
         _server = await ServerProcess.StartAsync(data);
         using var client = await _server.LoginAsync("dave", "pass word 1");
         var rng = new Random(7);

@@ -19,11 +19,7 @@ public sealed class ServerKillPointTests : IDisposable
     public async Task Killed_mid_commit_the_head_is_old_or_new_and_a_retry_makes_one_version(string killAt, bool committed)
     {
         var data = Path.Combine(_dir.Path, "data");
-        Assert.Equal(0, (await ServerProcess.RunToEndAsync("init", "--data", data)).Code);
-        var passwordFile = Path.Combine(_dir.Path, "pw");
-        await File.WriteAllTextAsync(passwordFile, "pw\n");
-        var add = await ServerProcess.RunToEndAsync("user", "add", "dave", "--password-file", passwordFile, "--data", data);
-        Assert.True(add.Code == 0, add.Err);
+        await ServerProcess.InitWithUserAsync(data, "dave", "pw");
 
         // a parcel with version 1 (parcel creation passes no commit kill point), locked, version 2 uploaded
         var server = Own(await ServerProcess.StartAsync(data, killAt));

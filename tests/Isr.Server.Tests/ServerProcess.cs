@@ -60,6 +60,17 @@ public sealed class ServerProcess : IDisposable
         return (process.ExitCode, await stdout, await stderr);
     }
 
+    /// <summary><c>init</c> of a data directory and <c>user add</c> of one user, the password given in a file next to it.</summary>
+    public static async Task InitWithUserAsync(string data, string user, string password)
+    {
+        var init = await RunToEndAsync("init", "--data", data);
+        Assert.True(init.Code == 0, init.Err);
+        var passwordFile = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(data))!, $"{user}.pw");
+        await File.WriteAllTextAsync(passwordFile, password + "\n");
+        var add = await RunToEndAsync("user", "add", user, "--password-file", passwordFile, "--data", data);
+        Assert.True(add.Code == 0, add.Err);
+    }
+
     public static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);

@@ -162,7 +162,7 @@ public sealed class DirectoryParcelHome : IParcelHome
     public static string ValidName(string name)
     {
         if (name.Length is 0 or > MaxNameLength || name[0] == '.' || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
-            throw new ArgumentException($"'{name}' is not a valid parcel name (letters, digits, '-', '_', '.'; at most 64)");
+            throw new ArgumentException($"'{name}' is not a valid parcel name (letters, digits, '-', '_', '.'; at most {MaxNameLength})");
         return name;
     }
 }

@@ -147,7 +147,7 @@ public sealed class SessionTransfers : IAsyncDisposable
         long start = _prefetcher.Bytes;
         try
         {
-            await _prefetcher.RunAsync(WhileUnder(WorkingSetItems(await WorkingSetOrderAsync(ct), ct), () => _prefetcher.Bytes - start < budgetBytes),
+            await _prefetcher.RunAsync(WorkingSetItems(await WorkingSetOrderAsync(ct), ct).TakeWhile(_ => _prefetcher.Bytes - start < budgetBytes),
                 new PrefetchOptions { Concurrency = WorkingSetConcurrency, YieldToDemand = false }, ct);
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
@@ -155,16 +155,6 @@ public sealed class SessionTransfers : IAsyncDisposable
             _log?.Invoke($"working-set prefetch of '{_parcel.Name}' before cont stopped: {e.Message}");
         }
         return _prefetcher.Bytes - start;
-    }
-
-    private static async IAsyncEnumerable<PrefetchItem> WhileUnder(IAsyncEnumerable<PrefetchItem> items, Func<bool> under,
-        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct = default)
-    {
-        await foreach (var item in items.WithCancellation(ct))
-        {
-            if (!under()) yield break;
-            yield return item;
-        }
     }
 
     /// <summary>Fetches the working set recorded at the previous resume, in its order (called once the VM runs; what the
