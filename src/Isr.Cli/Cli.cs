@@ -40,17 +40,20 @@ public static class Cli
             : Environment.GetEnvironmentVariable("ISR_PASSWORD") is { Length: > 0 } env ? env : null;
 
     /// <summary>Sends a request that needs the user's keys: with no password when the site daemon holds them (after
-    /// `isr login`), else with the given one or one asked for.</summary>
+    /// `isr login`), else with the given one or one asked for (once per command: a retried request reuses it).</summary>
     public static async Task<JsonElement?> SendNeedingKeysAsync(ParseResult parse, SiteDirectory site, DaemonRequest request, CancellationToken ct)
     {
         void Report(string m) { if (!parse.GetValue(Json)) Console.Error.WriteLine($"isr: {m}"); }
-        request = request with { Password = request.Password ?? GivenPassword(parse) };
+        request = request with { Password = request.Password ?? GivenPassword(parse) ?? _asked };
         try { return await DaemonClient.SendAsync(site, request, Report, ct); }
         catch (DaemonException e) when (e.Kind == nameof(PasswordNeededException) && request.Password is null)
         {
-            return await DaemonClient.SendAsync(site, request with { Password = Password(parse) }, Report, ct);
+            _asked = Password(parse);
+            return await DaemonClient.SendAsync(site, request with { Password = _asked }, Report, ct);
         }
     }
+
+    private static string? _asked;
 
     public static string Password(ParseResult parse, bool confirm = false)
     {

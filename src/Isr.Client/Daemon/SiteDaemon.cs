@@ -62,6 +62,8 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         }
     }
 
+    private static readonly TimeSpan PidQueryTimeout = TimeSpan.FromSeconds(2);
+
     /// <summary>An exclusive lock on ISR_HOME/daemon.lock for the daemon's lifetime (the BCL takes flock for
     /// FileShare.None on Unix; the kernel drops it when the process dies, so a killed daemon leaves nothing stale).</summary>
     private async Task<FileStream> HoldSiteAsync(CancellationToken ct)
@@ -71,8 +73,12 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         catch (IOException)
         {
             JsonElement? ping = null;
-            try { ping = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "ping" }, null, ct, startIfNeeded: false, recover: false); }
-            catch (Exception e) when (e is IOException or SocketException or DaemonException) { } // starting or stopping: the message says enough
+            // Its PID only makes the message better: a hung daemon must not hang this one too.
+            using var patience = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            patience.CancelAfter(PidQueryTimeout);
+            try { ping = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "ping" }, null, patience.Token, startIfNeeded: false, recover: false); }
+            catch (Exception e) when (e is IOException or SocketException or DaemonException
+                || e is OperationCanceledException && !ct.IsCancellationRequested) { } // starting, stopping or hung: the message says enough
             var pid = ping is { } p && p.TryGetProperty("pid", out var id) ? $" (pid {id})" : "";
             throw new SiteDaemonRunningException($"another site daemon{pid} already serves {site.Root}: the isr commands use it; " +
                 "stop it (SIGTERM) before starting one in its place");

@@ -165,15 +165,16 @@ public sealed class ParcelSession : IAsyncDisposable
                 Title = $"isr: {parcel.Name}",
             };
             progress?.Report(cold ? "booting from the disk" : $"loading the memory image ({version.MemoryBytes / 1e6:F1} MB)");
+            await using var memoryImage = cold ? null : MemoryImage.StartRestore(
+                ChunkListTree.ReadAllAsync(version.MemoryRootTag, version.MemoryChunks, fetcher.LoadPageAsync, parcel.Keys, ct), fetcher, parcel.Codec, ct);
             session._vm = await QemuVm.StartAsync(descriptor, siteOptions, incoming: !cold, ct);
             QemuRecord.Save(site, parcel.Name, session._vm.ProcessId, session.QmpSocket);
             trace?.Mark("qemu started, qmp connected");
             session._vm.EventReceived += session.OnVmEvent;
             session._vm.ProcessExited += session.OnVmExited;
-            if (!cold)
+            if (memoryImage is not null)
             {
-                var chunks = ChunkListTree.ReadAllAsync(version.MemoryRootTag, version.MemoryChunks, fetcher.LoadPageAsync, parcel.Keys, ct);
-                await session._vm.LoadStateAsync((stream, token) => MemoryImage.RestoreAsync(chunks, fetcher, parcel.Codec, stream, token, trace), ct);
+                await session._vm.LoadStateAsync((stream, token) => memoryImage.WriteToAsync(stream, token, trace), ct);
                 trace?.Mark("memory image loaded");
             }
             if (await session._transfers.PrefetchWorkingSetHeadAsync((long)(fetcher.Counters.HomeBytes * options.WorkingSetBeforeCont), ct) is > 0 and var head)
