@@ -86,14 +86,8 @@ public sealed class DaemonInstanceTests
     {
         await using var site = new TestSite();
         await using var first = site.IsrStart(["daemon", "--service"]);
-        int? pid = null;
-        for (int attempt = 0; attempt < 200 && pid is null; attempt++)
-        {
-            await Task.Delay(100);
-            pid = await site.DaemonPidAsync();
-        }
-        Assert.True(pid is not null, $"the first daemon did not answer: {first.Stderr}");
-        Signal("STOP", pid.Value);
+        int pid = await site.WaitForDaemonAsync();
+        Signal("STOP", pid);
         try
         {
             await using var second = site.IsrStart(["daemon", "--service"]);
@@ -103,7 +97,7 @@ public sealed class DaemonInstanceTests
         }
         finally
         {
-            Signal("CONT", pid.Value);
+            Signal("CONT", pid);
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
@@ -137,7 +138,15 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
             if (request is null) return;
             _lastActivity = DateTimeOffset.UtcNow;
             var progress = new InlineProgress<string>(m => Send(new DaemonReply { Kind = "progress", Message = m }).GetAwaiter().GetResult());
-            var result = await HandleAsync(request, progress, ct);
+            long lastBytesSent = 0;
+            var bytes = new InlineProgress<long>(b =>
+            {
+                // A line per blob would be a thousand per check-in: ten a second tell the user as much.
+                if (Stopwatch.GetElapsedTime(lastBytesSent) < BytesProgressInterval) return;
+                lastBytesSent = Stopwatch.GetTimestamp();
+                Send(new DaemonReply { Kind = "progress", Bytes = b }).GetAwaiter().GetResult();
+            });
+            var result = await HandleAsync(request, progress, bytes, ct);
             await Send(new DaemonReply { Kind = "result", Result = JsonSerializer.SerializeToElement(result, DaemonJson.Options) });
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
@@ -151,7 +160,9 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         }
     }
 
-    private async Task<object?> HandleAsync(DaemonRequest request, IProgress<string> progress, CancellationToken ct)
+    private static readonly TimeSpan BytesProgressInterval = TimeSpan.FromMilliseconds(100);
+
+    private async Task<object?> HandleAsync(DaemonRequest request, IProgress<string> progress, IProgress<long> bytes, CancellationToken ct)
     {
         switch (request.Op)
         {
@@ -209,6 +220,12 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                     RefuseDuringCheckin(parcel, "check it in again");
                     Durable.WriteFileAtomically(site.BackgroundCheckinPath(parcel), JsonSerializer.SerializeToUtf8Bytes(new BackgroundRequest(request.Store), DaemonJson.Options));
                     return StartCheckin(parcel, request.Store, ct).Snapshot();
+                case "checkin-now":
+                    // The user waits for it: run here, where the HTTPS connection and its code are warm, not in a new CLI
+                    // process (a cold connection cost 0.3–0.4 s of a 3 s check-in at 100 Mbit/s).
+                    if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is running at this site: suspend it first, then check it in");
+                    RefuseDuringCheckin(parcel, "check it in");
+                    return await Checkin.RunAsync(site, HomeLocator.Open(site, request.Store), parcel, releaseLock: !request.KeepLock, bytes, ct);
                 case "keep":
                     // The VM stopped without a suspend while no daemon ran: what `suspend` does for a crashed QEMU.
                     RefuseDuringCheckin(parcel, "keep its disk");
