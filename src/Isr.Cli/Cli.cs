@@ -34,6 +34,9 @@ public static class Cli
     public static IParcelHome Home(ParseResult parse, SiteDirectory site, string? parcel) =>
         HomeLocator.Open(site, StorePath(parse, site, parcel));
 
+    /// <summary>When this process started: the origin of a resume's or check-in's trace.</summary>
+    public static DateTimeOffset ProcessStarted() => System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime();
+
     /// <summary>The password from --password-file or ISR_PASSWORD, without prompting; null if neither is given.</summary>
     public static string? GivenPassword(ParseResult parse) =>
         parse.GetValue(PasswordFile) is { } file ? File.ReadAllText(file.FullName).TrimEnd('\r', '\n')

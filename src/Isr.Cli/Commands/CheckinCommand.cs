@@ -43,10 +43,18 @@ public static class CheckinCommand
     private static async Task<CheckinResult> CheckInAsync(ParseResult parse, Isr.Client.Site.SiteDirectory site, string name, bool keepLock,
         IProgress<long> progress, CancellationToken ct)
     {
-        var request = new DaemonRequest { Op = "checkin-now", Parcel = name, Store = Cli.StorePath(parse, site, name), KeepLock = keepLock };
-        return await DaemonClient.SendAsync(site, request, null, ct, startIfNeeded: false, onBytes: progress.Report) is { } byDaemon
-            ? byDaemon.Deserialize<CheckinResult>(DaemonJson.Options)!
-            : await Checkin.RunAsync(site, Cli.Home(parse, site, name), name, releaseLock: !keepLock, progress, ct);
+        var parsed = DateTimeOffset.UtcNow;
+        var processStarted = Cli.ProcessStarted();
+        var request = new DaemonRequest
+        {
+            Op = "checkin-now", Parcel = name, Store = Cli.StorePath(parse, site, name), KeepLock = keepLock,
+            ProcessStarted = processStarted, CommandStarted = parsed,
+        };
+        if (await DaemonClient.SendAsync(site, request, null, ct, startIfNeeded: false, onBytes: progress.Report) is { } byDaemon)
+            return byDaemon.Deserialize<CheckinResult>(DaemonJson.Options)!;
+        var trace = new StepTrace(processStarted);
+        trace.Mark("cli: command parsed", parsed);
+        return await Checkin.RunAsync(site, Cli.Home(parse, site, name), name, releaseLock: !keepLock, progress, ct, trace: trace);
     }
 
     public static async Task RefuseWhileRunningAsync(Isr.Client.Site.SiteDirectory site, string parcel, string action, CancellationToken ct)

@@ -84,7 +84,7 @@ public static class ResumeCommand
                 Cold = parse.GetValue(cold),
                 Version = parse.GetValue(version),
                 CommandStarted = started,
-                ProcessStarted = System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime(),
+                ProcessStarted = Cli.ProcessStarted(),
                 DisplayEnvironment = new[] { "DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR" }
                     .Select(n => (n, v: Environment.GetEnvironmentVariable(n))).Where(e => !string.IsNullOrEmpty(e.v)).ToDictionary(e => e.n, e => e.v!),
                 Policy = parse.GetValue(policy),

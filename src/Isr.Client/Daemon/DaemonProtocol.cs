@@ -29,6 +29,9 @@ public sealed record DaemonRequest
     public double? KeepSeconds { get; init; }
     /// <summary>checkin-now: commit but keep the lock.</summary>
     public bool KeepLock { get; init; }
+    /// <summary>checkin-now: when the CLI process started, and when it had parsed its command (the trace's origin and first step).</summary>
+    public DateTimeOffset? ProcessStarted { get; init; }
+    public DateTimeOffset? CommandStarted { get; init; }
 }
 
 public sealed record DaemonReply

@@ -225,7 +225,10 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                     // process (a cold connection cost 0.3–0.4 s of a 3 s check-in at 100 Mbit/s).
                     if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is running at this site: suspend it first, then check it in");
                     RefuseDuringCheckin(parcel, "check it in");
-                    return await Checkin.RunAsync(site, HomeLocator.Open(site, request.Store), parcel, releaseLock: !request.KeepLock, bytes, ct);
+                    var checkinTrace = new StepTrace(request.ProcessStarted ?? DateTimeOffset.UtcNow);
+                    if (request.CommandStarted is { } checkinParsed) checkinTrace.Mark("cli: command parsed", checkinParsed);
+                    checkinTrace.Mark("daemon: request received");
+                    return await Checkin.RunAsync(site, HomeLocator.Open(site, request.Store), parcel, releaseLock: !request.KeepLock, bytes, ct, trace: checkinTrace);
                 case "keep":
                     // The VM stopped without a suspend while no daemon ran: what `suspend` does for a crashed QEMU.
                     RefuseDuringCheckin(parcel, "keep its disk");
@@ -301,7 +304,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
     private async Task<ParcelSession> ResumeAsync(string parcel, DaemonRequest request, IProgress<string> progress, CancellationToken ct)
     {
         var options = request.Resume ?? new ResumeOptions();
-        var trace = new ResumeTrace(options.ProcessStarted ?? options.CommandStarted ?? DateTimeOffset.UtcNow);
+        var trace = new StepTrace(options.ProcessStarted ?? options.CommandStarted ?? DateTimeOffset.UtcNow);
         if (options.CommandStarted is { } parsed) trace.Mark("cli: command parsed", parsed);
         if (DaemonStarted > (options.ProcessStarted ?? DateTimeOffset.MaxValue)) trace.Mark("daemon process started", DaemonStarted);
         trace.Mark("daemon: request received");

@@ -107,7 +107,7 @@ public static class MemoryImage
 
         /// <summary>Writes the whole image into <paramref name="destination"/>. The trace learns how long the writer waited
         /// for decoded chunks and for QEMU to take them, which tells a decode-bound load from one bound by QEMU.</summary>
-        public async Task WriteToAsync(Stream destination, CancellationToken ct, Session.ResumeTrace? trace = null)
+        public async Task WriteToAsync(Stream destination, CancellationToken ct, Session.StepTrace? trace = null)
         {
             TimeSpan waitedForDecode = TimeSpan.Zero, waitedForQemu = TimeSpan.Zero;
             await foreach (var decoded in _pipeline.Reader.ReadAllAsync(ct))
