@@ -33,6 +33,13 @@ POLICIES = {  # isr resume flags per policy; proactive hoards first (unshaped: a
     "demand+staledongle": ["--policy", "demand", "--prefetch", "none"],
 }
 QEMU_TIMEOUT = 3600
+# The devices isr's descriptor gives every parcel (VmDescriptorFactory) beyond the plain reference's disk and serial
+# port: the "local-machine" reference runs the same guest from local files on this machine, so that the comparison
+# with isr's proactive resume is between equal VMs (a VGA's 16 MiB of video memory and two more PCI devices load too).
+ISR_MACHINE_ARGS = ["-cpu", "qemu64", "-device", "VGA,id=video0,addr=0x2", "-netdev", "user,id=net0",
+                    "-device", "virtio-net-pci,id=net0,netdev=net0,addr=0x3,mac=52:54:00:12:34:56,romfile=",
+                    "-chardev", "null,id=agent0", "-device", "virtio-serial-pci,id=agent0,addr=0x5",
+                    "-device", "virtserialport,id=agent0port,bus=agent0.0,nr=1,chardev=agent0,name=org.qemu.guest_agent.0"]
 # TCG unless asked: a /dev/kvm that opens is not proof that KVM runs guests (nested hosts fail at the first instruction).
 ACCEL = os.environ.get("ISR_BENCH_ACCEL", "tcg")
 
@@ -408,6 +415,22 @@ def prepare_checkin_parcel(st, image):
     st["checkin_parcel_ready"] = True; write_state(st)
 
 
+def save_local_reference(d, disk, state, extra=()):
+    """Boots the guest from DISK, one workload run, caches dropped, and saves its state with QEMU's migration to STATE."""
+    vm = PlainVm(os.path.join(d, "vm"), disk, "raw", extra=extra)
+    try:
+        vm.console.wait(r"^ISR-READY", 0, 600, vm.alive)
+        m = vm.console.mark(); vm.console.send("run"); vm.console.wait(r"^ISR-WORKLOAD-DONE", m, 1800, vm.alive)
+        m = vm.console.mark(); vm.console.send("drop"); vm.console.wait(r"^ISR-DROPPED", m, 300, vm.alive)
+        vm.qmp.cmd("stop")
+        vm.qmp.cmd("migrate", uri=f"exec:cat > {state}")
+        vm.qmp.wait_migration()
+        vm.qmp.cmd("quit")
+        vm.proc.wait(60)
+    finally:
+        vm.kill()
+
+
 def prepare_local(st, image):
     """The no-ISR reference: the same guest from a local file, brought to the same point (boot, one workload run,
     caches dropped), its state saved with QEMU's migration to a file. Also the peers' files: the raw disk for
@@ -418,18 +441,7 @@ def prepare_local(st, image):
     disk = os.path.join(d, "disk.img")
     sh(["cp", "--sparse=always", image, disk])
     log("prepare: local reference boot, one workload run, drop caches, save state")
-    vm = PlainVm(os.path.join(d, "vm"), disk, "raw")
-    try:
-        vm.console.wait(r"^ISR-READY", 0, 600, vm.alive)
-        m = vm.console.mark(); vm.console.send("run"); vm.console.wait(r"^ISR-WORKLOAD-DONE", m, 1800, vm.alive)
-        m = vm.console.mark(); vm.console.send("drop"); vm.console.wait(r"^ISR-DROPPED", m, 300, vm.alive)
-        vm.qmp.cmd("stop")
-        vm.qmp.cmd("migrate", uri=f"exec:cat > {d}/mem.state")
-        vm.qmp.wait_migration()
-        vm.qmp.cmd("quit")
-        vm.proc.wait(60)
-    finally:
-        vm.kill()
+    save_local_reference(d, disk, f"{d}/mem.state")
     www = state_path("www")
     sh(["cp", "--sparse=always", disk, os.path.join(www, "disk.raw")])
     sh(["zstd", "-q", "-f", "-3", "-T2", disk, "-o", os.path.join(www, "disk.img.zst")])
@@ -438,6 +450,19 @@ def prepare_local(st, image):
               isr1_disk_zst=os.path.getsize(os.path.join(www, "disk.img.zst")),
               mem_state_zst=os.path.getsize(os.path.join(www, "mem.state.zst")),
               disk_allocated=os.stat(disk).st_blocks * 512)
+    write_state(st)
+
+
+def prepare_local_machine(st, image):
+    """The same reference with isr's devices (ISR_MACHINE_ARGS), from its own copy of the image."""
+    if st.get("local_machine_ready"):
+        return
+    d = state_path("local-machine"); shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
+    disk = os.path.join(d, "disk.img")
+    sh(["cp", "--sparse=always", image, disk])
+    log("prepare: local reference with isr's devices: boot, one workload run, drop caches, save state")
+    save_local_reference(d, disk, f"{d}/mem.state", ISR_MACHINE_ARGS)
+    st.update(local_machine_ready=True, local_machine_mem_state_bytes=os.path.getsize(f"{d}/mem.state"))
     write_state(st)
 
 
@@ -614,20 +639,21 @@ def check_in_after_session(site, rate):
 
 
 def run_plain(kind, rate, rundir, with_workload, st):
-    """local: QEMU from the local state file with a qcow2 overlay on the local disk. isr1: copy both compressed files
+    """local: QEMU from the local state file with a qcow2 overlay on the local disk (local-machine: with isr's devices). isr1: copy both compressed files
     over the link (ISR-1), then resume locally. nbdkit: copy the compressed state, disk demand-paged by nbdkit-curl
     from nginx, local qcow2 overlay."""
     os.makedirs(rundir, exist_ok=True)
-    local = state_path("local")
     overlay = os.path.join(rundir, "overlay.qcow2")
     nbdkit = None
     r = {}
-    if kind != "local":
+    if rate:
         netns("set-rate", rate)
     settle_memory()
     t0 = time.monotonic()
-    if kind == "local":
-        base, state = os.path.join(local, "disk.img"), f"cat {local}/mem.state"
+    extra = ISR_MACHINE_ARGS if kind == "local-machine" else ()
+    if kind in ("local", "local-machine"):
+        ref = state_path(kind)
+        base, state = os.path.join(ref, "disk.img"), f"cat {ref}/mem.state"
         sh(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", overlay])
         disk, fmt, ns = overlay, "qcow2", None
     else:
@@ -650,7 +676,7 @@ def run_plain(kind, rate, rundir, with_workload, st):
             sh(["curl", "-sf", "-o", mem, f"{url}/mem.state.zst"], ns=SITE_NS)
         state, ns = f"zstd -dc {mem}", SITE_NS
         r["copied_s"] = round(time.monotonic() - t0, 3)
-    vm = PlainVm(os.path.join(rundir, "vm"), disk, fmt, ns=ns, incoming=f"exec:{state}")
+    vm = PlainVm(os.path.join(rundir, "vm"), disk, fmt, ns=ns, incoming=f"exec:{state}", extra=extra)
     try:
         vm.qmp.wait_migration()  # incoming: status goes to completed
         vm.qmp.cmd("cont")
@@ -683,6 +709,8 @@ def plan():
     for rate in ("10mbit", "100mbit"):
         p.append(("local", None, 9, True))
         for c in ("isr:demand", "isr:demand+ws", "isr:proactive", "peer:nbdkit"):
+            if c == "isr:proactive" and rate == "10mbit":
+                p.append(("local-machine", None, 5, True))
             p.append((c, rate, 5, True))
         if rate == "10mbit":
             p.append(("isr:demand+ws-nohead", rate, 5, True))
@@ -745,6 +773,8 @@ def run_matrix(args):
         prepare_parcel(st, args.image)
         if cells & {"local", "peer:isr1", "peer:nbdkit"}:  # another boot and workload run under TCG: only when needed
             prepare_local(st, args.image)
+        if "local-machine" in cells:
+            prepare_local_machine(st, args.image)
         procs += prepare_lookaside(st, args.image, cells)
         if "isr:checkin" in cells:
             prepare_checkin_parcel(st, args.image)

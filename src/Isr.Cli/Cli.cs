@@ -34,23 +34,29 @@ public static class Cli
     public static IParcelHome Home(ParseResult parse, SiteDirectory site, string? parcel) =>
         HomeLocator.Open(site, StorePath(parse, site, parcel));
 
+    /// <summary>When this process started: the origin of a resume's or check-in's trace.</summary>
+    public static DateTimeOffset ProcessStarted() => System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime();
+
     /// <summary>The password from --password-file or ISR_PASSWORD, without prompting; null if neither is given.</summary>
     public static string? GivenPassword(ParseResult parse) =>
         parse.GetValue(PasswordFile) is { } file ? File.ReadAllText(file.FullName).TrimEnd('\r', '\n')
             : Environment.GetEnvironmentVariable("ISR_PASSWORD") is { Length: > 0 } env ? env : null;
 
     /// <summary>Sends a request that needs the user's keys: with no password when the site daemon holds them (after
-    /// `isr login`), else with the given one or one asked for.</summary>
+    /// `isr login`), else with the given one or one asked for (once per command: a retried request reuses it).</summary>
     public static async Task<JsonElement?> SendNeedingKeysAsync(ParseResult parse, SiteDirectory site, DaemonRequest request, CancellationToken ct)
     {
         void Report(string m) { if (!parse.GetValue(Json)) Console.Error.WriteLine($"isr: {m}"); }
-        request = request with { Password = request.Password ?? GivenPassword(parse) };
+        request = request with { Password = request.Password ?? GivenPassword(parse) ?? _asked };
         try { return await DaemonClient.SendAsync(site, request, Report, ct); }
         catch (DaemonException e) when (e.Kind == nameof(PasswordNeededException) && request.Password is null)
         {
-            return await DaemonClient.SendAsync(site, request with { Password = Password(parse) }, Report, ct);
+            _asked = Password(parse);
+            return await DaemonClient.SendAsync(site, request with { Password = _asked }, Report, ct);
         }
     }
+
+    private static string? _asked;
 
     public static string Password(ParseResult parse, bool confirm = false)
     {

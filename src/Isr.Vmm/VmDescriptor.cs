@@ -43,6 +43,8 @@ public sealed record VmDescriptor
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
+        // Generated metadata: a new site daemon's first resume built it by reflection (19 ms of a 0.9 s hoarded resume).
+        TypeInfoResolver = VmDescriptorJsonContext.Default,
     };
 
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
@@ -90,3 +92,6 @@ public sealed record VmDescriptor
     public override int GetHashCode() =>
         HashCode.Combine(Vmm, VmmVersion, MachineType, Accelerator, CpuModel, MemoryBytes, CpuCount, Devices.Count);
 }
+
+[JsonSerializable(typeof(VmDescriptor))]
+internal sealed partial class VmDescriptorJsonContext : JsonSerializerContext;

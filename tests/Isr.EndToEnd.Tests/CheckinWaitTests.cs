@@ -190,9 +190,13 @@ public sealed class CheckinWaitTests(CheckinWaitTests.TwoSites sites) : IClassFi
 
         await a.IsrJsonAsync("suspend", "box");
         var last = SerialConsole.Ticks(consoleA)[^1];
+        // The site daemon runs the check-in the CLI asks for: the daemon is the one that pauses once its blobs are up.
         var release = Path.Combine(a.Root, "release-checkin");
-        await using var checkin = a.IsrStart(["checkin", "box"], new() { ["ISR_PAUSE_AT"] = $"checkin.after-upload:{release}" });
-        await checkin.WaitForStderrAsync("paused at checkin.after-upload", timeout);
+        await a.KillDaemonAsync();
+        await using var daemonA = a.IsrStart(["daemon"], new() { ["ISR_PAUSE_AT"] = $"checkin.after-upload:{release}" });
+        await a.WaitForDaemonAsync();
+        await using var checkin = a.IsrStart(["checkin", "box"]);
+        await daemonA.WaitForStderrAsync("paused at checkin.after-upload", timeout);
 
         // --no-wait keeps the old immediate refusal.
         var (noWait, _, noWaitErr) = await b.IsrAsync("resume", "box", "--headless", "--no-wait");

@@ -78,6 +78,35 @@ public sealed class DaemonInstanceTests
         Assert.True(suspended.GetProperty("memoryImageBytes").GetInt64() > 0);
         Assert.Equal(2, suspended.GetProperty("committed").GetProperty("version").GetInt64());
     }
+
+    /// <summary>The first daemon is hung (SIGSTOP: it holds the lock and its socket accepts, but nothing answers): the
+    /// second is refused all the same, without the PID it could not learn, instead of waiting on it for ever.</summary>
+    [Fact]
+    public async Task A_second_daemon_is_refused_even_when_the_first_one_hangs()
+    {
+        await using var site = new TestSite();
+        await using var first = site.IsrStart(["daemon", "--service"]);
+        int pid = await site.WaitForDaemonAsync();
+        Signal("STOP", pid);
+        try
+        {
+            await using var second = site.IsrStart(["daemon", "--service"]);
+            var (code, _, stderr) = await second.ExitAsync(TimeSpan.FromSeconds(60));
+            Assert.True(code == 5, $"a second daemon should be refused as a conflict: {code} {stderr}");
+            Assert.Contains("another site daemon already serves", stderr);
+        }
+        finally
+        {
+            Signal("CONT", pid);
+        }
+    }
+
+    private static void Signal(string signal, int pid)
+    {
+        using var kill = System.Diagnostics.Process.Start("kill", [$"-{signal}", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
+        kill.WaitForExit();
+        Assert.Equal(0, kill.ExitCode);
+    }
 }
 
 /// <summary>The daemon dies during `isr sync` (the VM keeps running through a sync) at its kill points: the next

@@ -25,8 +25,20 @@ public sealed class KillPointTests
         Assert.Equal(10, unsafeCode); // suspended but not checked in: not safe to leave
         Assert.True(JsonDocument.Parse(unsafeOut).RootElement[0].GetProperty("pendingCheckin").GetBoolean());
 
+        // A running site daemon checks in for the CLI, else the CLI does it itself: each of them is killed at each step.
+        await a.KillDaemonAsync();
         foreach (var step in new[] { "checkin.after-upload", "checkin.after-commit", "checkin.after-journal" })
         {
+            await using (var daemon = a.IsrStart(["daemon"], new() { ["ISR_KILL_AT"] = step }))
+            {
+                await a.WaitForDaemonAsync();
+                var (viaDaemon, _, viaDaemonErr) = await a.IsrAsync("checkin", "box");
+                Assert.True(viaDaemon == 1, $"the daemon should have died under the check-in at {step}: {viaDaemon} {viaDaemonErr}");
+                Assert.Contains("the site daemon closed the connection without an answer", viaDaemonErr);
+                var (daemonCode, _, daemonErr) = await daemon.ExitAsync(TimeSpan.FromSeconds(30));
+                Assert.True(daemonCode == 137, $"expected the daemon's SIGKILL at {step}, got {daemonCode}: {daemonErr}");
+                Assert.Contains($"killed at {step}", daemonErr);
+            }
             var (code, _, stderr) = await a.IsrKilledAtAsync(step, "checkin", "box");
             Assert.True(code == 137, $"expected a SIGKILL at {step}, got {code}: {stderr}");
             Assert.Contains($"killed at {step}", stderr);
@@ -52,7 +64,7 @@ public sealed class KillPointTests
         Assert.False(Directory.Exists(Path.Combine(a.Home, "parcels", "box")));
         Assert.False(File.Exists(Path.Combine(a.Home, "login.json")));
         Assert.Empty(Directory.EnumerateFiles(Path.Combine(a.Home, "cache"), "*", SearchOption.AllDirectories));
-        await AssertOneVersionThatContinuesAtAsync(b, before); // three interrupted check-ins and one complete one
+        await AssertOneVersionThatContinuesAtAsync(b, before); // six interrupted check-ins and one complete one
     }
 
     /// <summary>The server holds exactly one new version (v2), and site B resumes it where the guest stopped.</summary>

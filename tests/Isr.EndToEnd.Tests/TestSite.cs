@@ -86,6 +86,17 @@ public sealed class TestSite : IAsyncDisposable
         (await DaemonClient.SendAsync(new SiteDirectory(Home), new DaemonRequest { Op = "ping" }, null, CancellationToken.None,
             startIfNeeded: false, recover: false))?.GetProperty("pid").GetInt32();
 
+    /// <summary>Waits (bounded) until this site's daemon answers; returns its PID.</summary>
+    public async Task<int> WaitForDaemonAsync()
+    {
+        for (int attempt = 0; attempt < 200; attempt++)
+        {
+            if (await DaemonPidAsync() is int pid) return pid;
+            await Task.Delay(100);
+        }
+        throw new TimeoutException($"no site daemon answered within 20 s\n{DaemonLog()}");
+    }
+
     /// <summary>SIGKILL of this site's daemon (by the PID it reports), as a crash would end it; its QEMUs live on.</summary>
     public async Task KillDaemonAsync()
     {

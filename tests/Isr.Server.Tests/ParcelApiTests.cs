@@ -165,6 +165,30 @@ public class ParcelApiTests : IAsyncLifetime, IDisposable
         Assert.Equal([third.DiskRoot.ToString()], (await noRoot.BodyAsync()).GetProperty("missing").EnumerateArray().Select(e => e.GetString()));
     }
 
+    /// <summary>Rule 2 walks a tree with an interior page level by level: a leaf page missing under the root and a chunk
+    /// missing under another leaf are both reported, and once they are there the version commits.</summary>
+    [SkippableFact]
+    public async Task Commit_of_a_tree_with_interior_pages_reports_what_is_missing_below_them()
+    {
+        const int chunks = 2 * ChunkListTree.LeafCapacity + 100; // three leaves under one interior root
+        var (token, _) = await _client.LockAsync("vm1", "site-a");
+        var next = _parcel.MakeContent(chunks);
+        var firstLeaf = next.PageTags[0];
+        var chunkInLastLeaf = next.ChunkTags[^1];
+        Assert.NotEqual(firstLeaf, next.DiskRoot);
+        await _client.UploadAsync(next.Blobs.Where(b => b.Tag != firstLeaf && b.Tag != chunkInLastLeaf));
+        var record = _parcel.Record(next, chunks, parentMac: _first.Mac);
+        var (response, _) = await CommitAsync(record, token);
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+        var missing = (await response.BodyAsync()).GetProperty("missing").EnumerateArray().Select(e => e.GetString()!).Order();
+        Assert.Equal(new[] { firstLeaf.ToString(), chunkInLastLeaf.ToString() }.Order(), missing);
+
+        await _client.UploadAsync(next.Blobs.Where(b => b.Tag == firstLeaf || b.Tag == chunkInLastLeaf));
+        var (ok, version) = await CommitAsync(record, token);
+        Assert.Equal(HttpStatusCode.Created, ok.StatusCode);
+        Assert.Equal(2L, version!.Number);
+    }
+
     [SkippableFact]
     public async Task Commit_is_idempotent_by_commit_id()
     {

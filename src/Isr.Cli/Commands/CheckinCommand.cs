@@ -21,23 +21,40 @@ public static class CheckinCommand
         {
             var site = Cli.Site();
             string name = parse.GetValue(Cli.Parcel)!;
-            await RefuseWhileRunningAsync(site, name, "check it in", ct);
             if (parse.GetValue(background))
             {
+                await RefuseWhileRunningAsync(site, name, "check it in", ct);
                 if (parse.GetValue(keepLock)) throw new ArgumentException("--background always releases the lock, so that the user can leave: drop --keep-lock");
                 var started = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "checkin", Parcel = name, Store = Cli.StorePath(parse, site, name) }, null, ct);
                 Cli.Print(parse, started!, () => AnsiConsole.WriteLine($"checking in {name} in the background: 'isr status' shows its progress and says when it is safe to leave"));
                 return 0;
             }
-            var home = Cli.Home(parse, site, name);
-            var result = await Progress.RunBytesAsync(parse, $"checking in {name}", progress =>
-                Checkin.RunAsync(site, home, name, releaseLock: !parse.GetValue(keepLock), progress, ct));
+            var result = await Progress.RunBytesAsync(parse, $"checking in {name}", progress => CheckInAsync(parse, site, name, parse.GetValue(keepLock), progress, ct));
             Cli.Print(parse, result, () => AnsiConsole.WriteLine(
                 $"{name} is at version {result.Version}{(result.Side ? " (kept as a side version: the lock was broken or a newer version exists)" : "")}; " +
                 $"sent {result.ChunksUploaded} blobs ({Cli.Bytes(result.BytesUploaded)}){(result.LockReleased ? "; lock released: safe to leave this site" : "")}"));
             return 0;
         });
         return command;
+    }
+
+    /// <summary>A running site daemon checks in (its HTTPS connection is warm, and it refuses a parcel it runs); with
+    /// none, nothing runs here either, and this process does it.</summary>
+    private static async Task<CheckinResult> CheckInAsync(ParseResult parse, Isr.Client.Site.SiteDirectory site, string name, bool keepLock,
+        IProgress<long> progress, CancellationToken ct)
+    {
+        var parsed = DateTimeOffset.UtcNow;
+        var processStarted = Cli.ProcessStarted();
+        var request = new DaemonRequest
+        {
+            Op = "checkin-now", Parcel = name, Store = Cli.StorePath(parse, site, name), KeepLock = keepLock,
+            ProcessStarted = processStarted, CommandStarted = parsed,
+        };
+        if (await DaemonClient.SendAsync(site, request, null, ct, startIfNeeded: false, onBytes: progress.Report) is { } byDaemon)
+            return byDaemon.Deserialize<CheckinResult>(DaemonJson.Options)!;
+        var trace = new StepTrace(processStarted);
+        trace.Mark("cli: command parsed", parsed);
+        return await Checkin.RunAsync(site, Cli.Home(parse, site, name), name, releaseLock: !keepLock, progress, ct, trace: trace);
     }
 
     public static async Task RefuseWhileRunningAsync(Isr.Client.Site.SiteDirectory site, string parcel, string action, CancellationToken ct)

@@ -84,7 +84,7 @@ public static class ResumeCommand
                 Cold = parse.GetValue(cold),
                 Version = parse.GetValue(version),
                 CommandStarted = started,
-                ProcessStarted = System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime(),
+                ProcessStarted = Cli.ProcessStarted(),
                 DisplayEnvironment = new[] { "DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR" }
                     .Select(n => (n, v: Environment.GetEnvironmentVariable(n))).Where(e => !string.IsNullOrEmpty(e.v)).ToDictionary(e => e.n, e => e.v!),
                 Policy = parse.GetValue(policy),
@@ -95,10 +95,9 @@ public static class ResumeCommand
             };
             if (parse.GetValue(staleAfter) <= 0) throw new UsageException("--stale-after must be a positive number of seconds");
             if (parse.GetValue(head) is < 0 or > 10 or double.NaN) throw new UsageException("--working-set-head must be a fraction from 0 to 10");
-            // The daemon holds the keys after `isr login`: the password is asked for only when it does not — and then
-            // before any wait, so the user need not stay for it.
-            var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Password = Cli.GivenPassword(parse), Resume = options };
-            if (request.Password is null && !await DaemonHoldsKeysAsync(site, ct)) request = request with { Password = Cli.Password(parse) };
+            // The daemon holds the keys after `isr login`. When it does not, it refuses before taking the lock or waiting
+            // for anything, and the password is asked for then: no round trip to ask first (10–20 ms of a hoarded resume).
+            var request = new DaemonRequest { Op = "resume", Parcel = name, Store = Cli.StorePath(parse, site, name), Resume = options };
             JsonElement? result;
             try { result = await Cli.SendNeedingKeysAsync(parse, site, request, ct); }
             catch (DaemonException e) when (e.Kind == nameof(ParcelLockedException) && !parse.GetValue(noWait))
@@ -121,11 +120,6 @@ public static class ResumeCommand
         });
         return command;
     }
-
-    /// <summary>Whether a running site daemon holds the keys of this site's login (then no password is asked).</summary>
-    private static async Task<bool> DaemonHoldsKeysAsync(SiteDirectory site, CancellationToken ct) =>
-        await DaemonClient.SendAsync(site, new DaemonRequest { Op = "ping" }, null, ct, startIfNeeded: false) is { } ping
-        && ping.TryGetProperty("holdsKeys", out var holds) && holds.ValueKind == JsonValueKind.True;
 
     /// <summary>Another site holding the lock while it checks the parcel in: wait for its commit, showing its progress,
     /// so that the daemon then takes the lock and resumes the version it committed. Only reads: Ctrl-C changes nothing.</summary>

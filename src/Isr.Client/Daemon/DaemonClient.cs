@@ -14,7 +14,7 @@ public static class DaemonClient
     /// <summary>Sends a request, reporting progress lines, and returns the result. Starts the daemon if needed, and
     /// (unless <paramref name="recover"/> is false) also when a killed daemon left work (<see cref="SiteRecovery.HasWork"/>).</summary>
     public static async Task<JsonElement?> SendAsync(SiteDirectory site, DaemonRequest request, Action<string>? onProgress, CancellationToken ct, bool startIfNeeded = true,
-        bool recover = true)
+        bool recover = true, Action<long>? onBytes = null)
     {
         var socket = await ConnectAsync(site, startIfNeeded || recover && SiteRecovery.HasWork(site), ct);
         if (socket is null) return null;
@@ -27,6 +27,7 @@ public static class DaemonClient
             var reply = JsonSerializer.Deserialize<DaemonReply>(line, DaemonJson.Options)!;
             switch (reply.Kind)
             {
+                case "progress" when reply.Bytes is long sent: onBytes?.Invoke(sent); break;
                 case "progress": onProgress?.Invoke(reply.Message ?? ""); break;
                 case "result": return reply.Result;
                 default: throw new DaemonException(reply.Error ?? "the site daemon failed", reply.ErrorKind ?? "");

@@ -12,7 +12,8 @@ namespace Isr.Client.Daemon;
 /// CLI → {"op":"resume","parcel":"p","store":"/s","password":"…","resume":{…}}     (password: only if the daemon holds no keys)
 /// CLI → {"op":"keep-keys","keyEncryptionKey":"…","keepSeconds":43200}             (isr login)
 /// CLI → {"op":"forget-keys"}                                                     (isr logout, isr login --keep-keys 0)
-/// CLI ← {"kind":"progress","message":"loading the memory image"}
+/// CLI → {"op":"checkin-now","parcel":"p","keepLock":false}                     (isr checkin, while a daemon runs)
+/// CLI ← {"kind":"progress","message":"loading the memory image"}   or   {"kind":"progress","bytes":1048576}
 /// CLI ← {"kind":"result","result":{…}}        or   {"kind":"error","error":"…","errorKind":"WrongPassword"}
 /// </code>
 /// </summary>
@@ -26,12 +27,19 @@ public sealed record DaemonRequest
     /// <summary>keep-keys: the key-encryption key `isr login` derived, and for how long the daemon may hold the keys.</summary>
     public byte[]? KeyEncryptionKey { get; init; }
     public double? KeepSeconds { get; init; }
+    /// <summary>checkin-now: commit but keep the lock.</summary>
+    public bool KeepLock { get; init; }
+    /// <summary>checkin-now: when the CLI process started, and when it had parsed its command (the trace's origin and first step).</summary>
+    public DateTimeOffset? ProcessStarted { get; init; }
+    public DateTimeOffset? CommandStarted { get; init; }
 }
 
 public sealed record DaemonReply
 {
     public required string Kind { get; init; }
     public string? Message { get; init; }
+    /// <summary>A progress line of a transfer: bytes sent so far.</summary>
+    public long? Bytes { get; init; }
     public JsonElement? Result { get; init; }
     public string? Error { get; init; }
     public string? ErrorKind { get; init; }

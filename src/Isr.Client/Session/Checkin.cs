@@ -16,6 +16,8 @@ public sealed record CheckinResult(long Version, bool Side, int ChunksUploaded, 
     /// <summary>Seconds from the "missing" query to the last blob stored at the home: the transfer, without the
     /// command's start, the commit and the lock's release.</summary>
     public double UploadSeconds { get; init; }
+    /// <summary>The check-in's timeline, when the command gave its start (<see cref="StepTrace"/>).</summary>
+    public IReadOnlyList<TraceStep>? Trace { get; init; }
 }
 
 /// <summary>
@@ -27,11 +29,12 @@ public static class Checkin
 {
     /// <param name="rebase">For a running session (sync): moves its disk onto the committed version instead of emptying the journal.</param>
     public static async Task<CheckinResult> RunAsync(SiteDirectory site, IParcelHome home, string parcel, bool releaseLock,
-        IProgress<long>? progress, CancellationToken ct, Func<VersionRecord, Task>? rebase = null, Action<long>? onTotal = null)
+        IProgress<long>? progress, CancellationToken ct, Func<VersionRecord, Task>? rebase = null, Action<long>? onTotal = null, StepTrace? trace = null)
     {
         var local = site.ReadLocal(parcel) ?? new ParcelLocalState();
         if (home is ServerParcelHome server) server.LockToken = local.LockToken;
         var pending = PendingCommit.Load(site.PendingCommitPath(parcel));
+        trace?.Mark("pending version read");
         CheckinResult result;
         if (pending is null)
         {
@@ -52,9 +55,11 @@ public static class Checkin
                     reporter is null ? progress : new InlineProgress<long>(b => { reporter.Sent(b); progress?.Report(b); }), ct,
                     reporter is null ? onTotal : t => { reporter.Total(t); onTotal?.Invoke(t); });
                 uploading.Stop();
+                trace?.Mark($"blobs uploaded ({count}, {bytes / 1e6:F1} MB)");
                 KillPoint.Reach("checkin.after-upload");
                 PausePoint.Reach("checkin.after-upload");
                 committed = await home.CommitAsync(parcel, pending.Version, ct);
+                trace?.Mark("committed");
             }
             catch (Exception e) when (e is ServerException { Code: "insufficient_storage" } || e is IOException io && Cache.CacheSpace.IsDiskFull(io))
             {
@@ -72,19 +77,21 @@ public static class Checkin
             File.Delete(site.PendingCommitPath(parcel));
             if (File.Exists(site.BackgroundCheckinPath(parcel))) File.Delete(site.BackgroundCheckinPath(parcel));
             site.UpdateLocal(parcel, s => s with { LastSeenHead = committed.Side ? s.LastSeenHead : committed.Number });
+            trace?.Mark("journal and local state updated");
             result = new CheckinResult(committed.Number, committed.Side, count, bytes, false) { UploadSeconds = uploading.Elapsed.TotalSeconds };
         }
         if (releaseLock && home is ServerParcelHome lockHome && local.LockToken is { } token)
         {
             await lockHome.ReleaseLockAsync(parcel, token, ct);
             site.UpdateLocal(parcel, s => s with { LockToken = null });
+            trace?.Mark("lock released");
             result = result with { LockReleased = true };
             // Committed and no longer held here: nothing of this parcel at the site is needed any more.
             // Read now, not at daemon start: the user may have set it while the daemon ran.
             var config = SiteConfig.Load(site.Root);
             if (config.WipeAfterCheckin) result = result with { Wiped = SiteWipe.Run(site, parcel, config.WipeCache) };
         }
-        return result;
+        return trace is null ? result : result with { Trace = trace.Steps };
     }
 
     private static bool JournalGrewSince(SiteDirectory site, string parcel, PendingCommit pending)

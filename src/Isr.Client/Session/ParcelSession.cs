@@ -24,7 +24,7 @@ public sealed record ResumeOptions
     public long? Version { get; init; }
     /// <summary>When the user's command started, so resume latency covers the whole command.</summary>
     public DateTimeOffset? CommandStarted { get; init; }
-    /// <summary>When the user's `isr` process started: the origin of the resume's <see cref="ResumeTrace"/>.</summary>
+    /// <summary>When the user's `isr` process started: the origin of the resume's <see cref="StepTrace"/>.</summary>
     public DateTimeOffset? ProcessStarted { get; init; }
     /// <summary>State-transfer policy: demand fetch (default) or baseline copy-in before the VM starts.</summary>
     public TransferPolicy Policy { get; init; } = TransferPolicy.Demand;
@@ -55,8 +55,8 @@ public sealed record SessionStats(
     public IReadOnlyList<Lookaside.LookasideStats>? Lookaside { get; init; }
     /// <summary>Whether the guest agent set the guest's clock after the resume (null: a cold boot, which reads the clock itself).</summary>
     public string? GuestClock { get; init; }
-    /// <summary>The resume's timeline (<see cref="ResumeTrace"/>), from the CLI's start to <c>cont</c>.</summary>
-    public IReadOnlyList<ResumeStep>? Trace { get; init; }
+    /// <summary>The resume's timeline (<see cref="StepTrace"/>), from the CLI's start to <c>cont</c>.</summary>
+    public IReadOnlyList<TraceStep>? Trace { get; init; }
 }
 
 /// <summary>Outcome of a suspend or sync. <see cref="Committed"/> is null while the version waits at this site for `isr checkin`.</summary>
@@ -86,7 +86,7 @@ public sealed class ParcelSession : IAsyncDisposable
     private double _resumeSeconds;
     private bool _cold;
     private SessionTransfers? _transfers;
-    private ResumeTrace? _trace;
+    private StepTrace? _trace;
     private int _watchingStalls;
     private volatile string? _stopped;   // why the VM is gone (guest power-off, QEMU crash), null while it runs
     private volatile string? _problem;   // why the VM is paused and will not continue by itself
@@ -113,7 +113,7 @@ public sealed class ParcelSession : IAsyncDisposable
     /// next suspend's version replaces it, following the same committed parent, so one check-in later sends it all.</param>
     public static async Task<ParcelSession> ResumeAsync(OpenedParcel parcel, SiteDirectory site, ResumeOptions options,
         IProgress<string>? progress, CancellationToken ct, Lookaside.LookasideChain? lookaside = null, PendingCommit? fromPending = null,
-        ResumeTrace? trace = null)
+        StepTrace? trace = null)
     {
         Checkin.FinishJournalRebase(site, parcel.Name, parcel.Keys);
         if (fromPending is not null) ContinueFromPending(site, parcel, fromPending);
@@ -165,15 +165,16 @@ public sealed class ParcelSession : IAsyncDisposable
                 Title = $"isr: {parcel.Name}",
             };
             progress?.Report(cold ? "booting from the disk" : $"loading the memory image ({version.MemoryBytes / 1e6:F1} MB)");
+            await using var memoryImage = cold ? null : MemoryImage.StartRestore(
+                ChunkListTree.ReadAllAsync(version.MemoryRootTag, version.MemoryChunks, fetcher.LoadPageAsync, parcel.Keys, ct), fetcher, parcel.Codec, ct);
             session._vm = await QemuVm.StartAsync(descriptor, siteOptions, incoming: !cold, ct);
             QemuRecord.Save(site, parcel.Name, session._vm.ProcessId, session.QmpSocket);
             trace?.Mark("qemu started, qmp connected");
             session._vm.EventReceived += session.OnVmEvent;
             session._vm.ProcessExited += session.OnVmExited;
-            if (!cold)
+            if (memoryImage is not null)
             {
-                var chunks = ChunkListTree.ReadAllAsync(version.MemoryRootTag, version.MemoryChunks, fetcher.LoadPageAsync, parcel.Keys, ct);
-                await session._vm.LoadStateAsync((stream, token) => MemoryImage.RestoreAsync(chunks, fetcher, parcel.Codec, stream, token, trace), ct);
+                await session._vm.LoadStateAsync((stream, token) => memoryImage.WriteToAsync(stream, token, trace), ct);
                 trace?.Mark("memory image loaded");
             }
             if (await session._transfers.PrefetchWorkingSetHeadAsync((long)(fetcher.Counters.HomeBytes * options.WorkingSetBeforeCont), ct) is > 0 and var head)

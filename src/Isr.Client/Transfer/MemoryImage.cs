@@ -59,60 +59,88 @@ public static class MemoryImage
         return refs;
     }
 
-    /// <summary>Writes the image into <paramref name="destination"/>, fetching and decoding up to <see cref="ReadAhead"/> chunks ahead.
-    /// Plaintext goes through pooled buffers: a fresh array per chunk put ~67 MB of short-lived large objects (most chunks
-    /// exceed 85 KB) through the GC on every resume. The trace learns how long the writer waited for decoded chunks and
-    /// for QEMU to take them, which tells a decode-bound load from one bound by QEMU.</summary>
-    public static async Task RestoreAsync(IAsyncEnumerable<ChunkRef> chunks, ChunkFetcher fetcher, ChunkCodec codec, Stream destination,
-        CancellationToken ct, Session.ResumeTrace? trace = null)
+    /// <summary>Starts fetching and decoding the image, up to <see cref="ReadAhead"/> chunks ahead of its writer. A resume
+    /// starts it before QEMU, so that QEMU's start (70–100 ms here) overlaps the first chunks' fetch and decode.</summary>
+    public static Restore StartRestore(IAsyncEnumerable<ChunkRef> chunks, ChunkFetcher fetcher, ChunkCodec codec, CancellationToken ct) =>
+        new(chunks, fetcher, codec, ct);
+
+    /// <summary>An image on its way to QEMU. Plaintext goes through pooled buffers: a fresh array per chunk put ~67 MB of
+    /// short-lived large objects (most chunks exceed 85 KB) through the GC on every resume.</summary>
+    public sealed class Restore : IAsyncDisposable
     {
-        var pipeline = Channel.CreateBounded<Task<(byte[] Buffer, int Length)>>(ReadAhead);
-        var produce = Task.Run(async () =>
+        private readonly Channel<Task<(byte[] Buffer, int Length)>> _pipeline = Channel.CreateBounded<Task<(byte[] Buffer, int Length)>>(ReadAhead);
+        private readonly CancellationTokenSource _stop;
+        private readonly Task _produce;
+
+        internal Restore(IAsyncEnumerable<ChunkRef> chunks, ChunkFetcher fetcher, ChunkCodec codec, CancellationToken ct)
         {
-            try
+            _stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            var token = _stop.Token;
+            _produce = Task.Run(async () =>
             {
-                await foreach (var chunk in chunks.WithCancellation(ct))
-                    await pipeline.Writer.WriteAsync(Task.Run(async () =>
-                    {
-                        var blob = await fetcher.GetOnceAsync(chunk.Tag, ct);
-                        var plain = ArrayPool<byte>.Shared.Rent(chunk.Length);
-                        try
+                try
+                {
+                    await foreach (var chunk in chunks.WithCancellation(token))
+                        await _pipeline.Writer.WriteAsync(Task.Run(async () =>
                         {
-                            codec.Decode(blob, chunk, plain);
-                            return (plain, chunk.Length);
-                        }
-                        catch
-                        {
-                            ArrayPool<byte>.Shared.Return(plain);
-                            throw;
-                        }
-                    }, ct), ct);
-                pipeline.Writer.TryComplete();
-            }
-            catch (Exception e)
-            {
-                pipeline.Writer.TryComplete(e);
-            }
-        }, ct);
-        TimeSpan waitedForDecode = TimeSpan.Zero, waitedForQemu = TimeSpan.Zero;
-        await foreach (var decoded in pipeline.Reader.ReadAllAsync(ct))
-        {
-            long started = Stopwatch.GetTimestamp();
-            var (buffer, length) = await decoded;
-            long ready = Stopwatch.GetTimestamp();
-            try
-            {
-                await destination.WriteAsync(buffer.AsMemory(0, length), ct);
-            }
-            finally
-            {
-                ArrayPool<byte>.Shared.Return(buffer);
-            }
-            waitedForDecode += Stopwatch.GetElapsedTime(started, ready);
-            waitedForQemu += Stopwatch.GetElapsedTime(ready);
+                            var blob = await fetcher.GetOnceAsync(chunk.Tag, token);
+                            var plain = ArrayPool<byte>.Shared.Rent(chunk.Length);
+                            try
+                            {
+                                codec.Decode(blob, chunk, plain);
+                                return (plain, chunk.Length);
+                            }
+                            catch
+                            {
+                                ArrayPool<byte>.Shared.Return(plain);
+                                throw;
+                            }
+                        }, token), token);
+                    _pipeline.Writer.TryComplete();
+                }
+                catch (Exception e)
+                {
+                    _pipeline.Writer.TryComplete(e);
+                }
+            }, CancellationToken.None);
         }
-        await destination.FlushAsync(ct);
-        await produce;
-        trace?.Mark($"memory image sent (waited {waitedForDecode.TotalMilliseconds:F0} ms for decoding, {waitedForQemu.TotalMilliseconds:F0} ms for QEMU)");
+
+        /// <summary>Writes the whole image into <paramref name="destination"/>. The trace learns how long the writer waited
+        /// for decoded chunks and for QEMU to take them, which tells a decode-bound load from one bound by QEMU.</summary>
+        public async Task WriteToAsync(Stream destination, CancellationToken ct, Session.StepTrace? trace = null)
+        {
+            TimeSpan waitedForDecode = TimeSpan.Zero, waitedForQemu = TimeSpan.Zero;
+            await foreach (var decoded in _pipeline.Reader.ReadAllAsync(ct))
+            {
+                long started = Stopwatch.GetTimestamp();
+                var (buffer, length) = await decoded;
+                long ready = Stopwatch.GetTimestamp();
+                try
+                {
+                    await destination.WriteAsync(buffer.AsMemory(0, length), ct);
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+                waitedForDecode += Stopwatch.GetElapsedTime(started, ready);
+                waitedForQemu += Stopwatch.GetElapsedTime(ready);
+            }
+            await destination.FlushAsync(ct);
+            trace?.Mark($"memory image sent (waited {waitedForDecode.TotalMilliseconds:F0} ms for decoding, {waitedForQemu.TotalMilliseconds:F0} ms for QEMU)");
+        }
+
+        /// <summary>Stops the read-ahead (QEMU failed to start, or the load failed midway) and returns its buffers.</summary>
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync();
+            await _produce;
+            while (_pipeline.Reader.TryRead(out var pending))
+            {
+                try { ArrayPool<byte>.Shared.Return((await pending).Buffer); }
+                catch (Exception) { } // its failure was the load's, or the cancellation above
+            }
+            _stop.Dispose();
+        }
     }
 }

@@ -50,29 +50,53 @@ public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
 
         var missing = new List<ChunkTag>();
         missing.AddRange(await blobs.MissingAsync(userId, version.SealedTags().ToList(), ct)); // descriptor, working set
-        foreach (var root in version.TreeRootTags().Distinct())
-            await CheckPageAsync(userId, root, missing, new HashSet<ChunkTag>(), ct);
+        // The trees level by level: one holder query per level for its pages and one for its leaves' chunks. Two per page
+        // (each a write transaction, as the query refreshes last-seen) cost a commit with a new memory image 0.1–0.4 s.
+        var roots = version.TreeRootTags().Distinct().ToList();
+        var incomplete = new HashSet<ChunkTag>();
+        var children = new Dictionary<ChunkTag, IReadOnlyList<ChunkTag>>();
+        var visited = new HashSet<ChunkTag>();
+        var level = roots.Where(p => !_complete.ContainsKey((userId, p)) && visited.Add(p)).ToList();
+        while (level.Count > 0)
+        {
+            var absent = (await blobs.MissingAsync(userId, level, ct)).ToHashSet();
+            var leaves = new List<(ChunkTag Page, IReadOnlyList<ChunkTag> Chunks)>();
+            var next = new List<ChunkTag>();
+            foreach (var page in level)
+            {
+                var bytes = absent.Contains(page) ? null : await blobs.Chunks.GetAsync(page, ct);
+                if (bytes is null || !page.Matches(bytes)) { missing.Add(page); incomplete.Add(page); continue; } // vanished or damaged: uploaded again
+                ChunkListPage parsed;
+                try { parsed = ChunkListPage.Parse(bytes); }
+                catch (MalformedDataException e) { throw ApiException.BadRequest($"blob {page} is not a keyring page: {e.Message}"); }
+                if (parsed.IsLeaf) { leaves.Add((page, parsed.Tags)); continue; }
+                if (parsed.Tags.Any(child => child.IsZeroChunk)) throw ApiException.BadRequest($"keyring page {page} has an empty child");
+                children[page] = parsed.Tags;
+                next.AddRange(parsed.Tags.Where(child => !_complete.ContainsKey((userId, child)) && visited.Add(child)));
+            }
+            var absentChunks = (await blobs.MissingAsync(userId, leaves.SelectMany(l => l.Chunks).ToList(), ct)).ToHashSet();
+            foreach (var (page, chunks) in leaves)
+            {
+                var gone = chunks.Where(absentChunks.Contains).ToList();
+                if (gone.Count > 0) { missing.AddRange(gone); incomplete.Add(page); }
+            }
+            level = next;
+        }
+        foreach (var root in roots) RememberIfComplete(userId, root, incomplete, children);
         return missing.Distinct().ToList();
     }
 
-    private async Task CheckPageAsync(long userId, ChunkTag page, List<ChunkTag> missing, HashSet<ChunkTag> visited, CancellationToken ct)
+    /// <summary>Whether nothing below <paramref name="page"/> is missing; such pages are remembered (children first).</summary>
+    private bool RememberIfComplete(long userId, ChunkTag page, HashSet<ChunkTag> incomplete, Dictionary<ChunkTag, IReadOnlyList<ChunkTag>> children)
     {
-        if (!visited.Add(page) || _complete.ContainsKey((userId, page))) return;
-        if ((await blobs.MissingAsync(userId, [page], ct)).Count > 0) { missing.Add(page); return; }
-        var bytes = await blobs.Chunks.GetAsync(page, ct);
-        if (bytes is null || !page.Matches(bytes)) { missing.Add(page); return; } // vanished or damaged: the client uploads it again
-        ChunkListPage parsed;
-        try { parsed = ChunkListPage.Parse(bytes); }
-        catch (MalformedDataException e) { throw ApiException.BadRequest($"blob {page} is not a keyring page: {e.Message}"); }
-
-        int before = missing.Count;
-        if (parsed.IsLeaf) missing.AddRange(await blobs.MissingAsync(userId, parsed.Tags, ct));
-        else
-            foreach (var child in parsed.Tags)
-            {
-                if (child.IsZeroChunk) throw ApiException.BadRequest($"keyring page {page} has an empty child");
-                await CheckPageAsync(userId, child, missing, visited, ct);
-            }
-        if (missing.Count == before) _complete.TryAdd((userId, page), 0);
+        if (_complete.ContainsKey((userId, page))) return true;
+        if (incomplete.Contains(page)) return false;
+        if (children.TryGetValue(page, out var kids) && !kids.All(k => RememberIfComplete(userId, k, incomplete, children)))
+        {
+            incomplete.Add(page);
+            return false;
+        }
+        _complete.TryAdd((userId, page), 0);
+        return true;
     }
 }
