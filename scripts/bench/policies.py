@@ -415,20 +415,26 @@ def prepare_checkin_parcel(st, image):
     st["checkin_parcel_ready"] = True; write_state(st)
 
 
-def save_local_reference(d, disk, state, extra=()):
-    """Boots the guest from DISK, one workload run, caches dropped, and saves its state with QEMU's migration to STATE."""
+def save_local_reference(name, image, extra=()):
+    """WORK/NAME: a copy of IMAGE booted by plain QEMU (EXTRA: more devices), one workload run, caches dropped, its
+    state saved with QEMU's migration to NAME/mem.state. Returns the directory and the disk."""
+    d = state_path(name); shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
+    disk = os.path.join(d, "disk.img")
+    sh(["cp", "--sparse=always", image, disk])
+    log(f"prepare: {name} reference: boot, one workload run, drop caches, save state")
     vm = PlainVm(os.path.join(d, "vm"), disk, "raw", extra=extra)
     try:
         vm.console.wait(r"^ISR-READY", 0, 600, vm.alive)
         m = vm.console.mark(); vm.console.send("run"); vm.console.wait(r"^ISR-WORKLOAD-DONE", m, 1800, vm.alive)
         m = vm.console.mark(); vm.console.send("drop"); vm.console.wait(r"^ISR-DROPPED", m, 300, vm.alive)
         vm.qmp.cmd("stop")
-        vm.qmp.cmd("migrate", uri=f"exec:cat > {state}")
+        vm.qmp.cmd("migrate", uri=f"exec:cat > {d}/mem.state")
         vm.qmp.wait_migration()
         vm.qmp.cmd("quit")
         vm.proc.wait(60)
     finally:
         vm.kill()
+    return d, disk
 
 
 def prepare_local(st, image):
@@ -437,11 +443,7 @@ def prepare_local(st, image):
     nbdkit-curl, and zstd-compressed disk and state for the ISR-1 copy-in."""
     if st.get("local_ready"):
         return
-    d = state_path("local"); shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
-    disk = os.path.join(d, "disk.img")
-    sh(["cp", "--sparse=always", image, disk])
-    log("prepare: local reference boot, one workload run, drop caches, save state")
-    save_local_reference(d, disk, f"{d}/mem.state")
+    d, disk = save_local_reference("local", image)
     www = state_path("www")
     sh(["cp", "--sparse=always", disk, os.path.join(www, "disk.raw")])
     sh(["zstd", "-q", "-f", "-3", "-T2", disk, "-o", os.path.join(www, "disk.img.zst")])
@@ -457,11 +459,7 @@ def prepare_local_machine(st, image):
     """The same reference with isr's devices (ISR_MACHINE_ARGS), from its own copy of the image."""
     if st.get("local_machine_ready"):
         return
-    d = state_path("local-machine"); shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
-    disk = os.path.join(d, "disk.img")
-    sh(["cp", "--sparse=always", image, disk])
-    log("prepare: local reference with isr's devices: boot, one workload run, drop caches, save state")
-    save_local_reference(d, disk, f"{d}/mem.state", ISR_MACHINE_ARGS)
+    d, _ = save_local_reference("local-machine", image, ISR_MACHINE_ARGS)
     st.update(local_machine_ready=True, local_machine_mem_state_bytes=os.path.getsize(f"{d}/mem.state"))
     write_state(st)
 
