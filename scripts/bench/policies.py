@@ -62,6 +62,7 @@ def netns(*args):
 
 
 SETTLE_SECONDS = 0.0  # --settle
+WARM_MIB = 0  # --warm-memory
 
 
 def settle_memory():
@@ -72,6 +73,12 @@ def settle_memory():
     first) were not; idling before every timed resume, of isr and of the peers alike, gives each the same cold start."""
     if SETTLE_SECONDS > 0:
         time.sleep(SETTLE_SECONDS)
+    if WARM_MIB > 0:
+        # --warm-memory: touch and free that much right before the resume, so that every run's QEMU finds backed free
+        # pages, as on a host that is not a VM (the 3 s idle alone left some runs in the fast mode and others not).
+        buf = bytearray(WARM_MIB << 20)
+        memoryview(buf)[::4096] = b"\x01" * ((WARM_MIB << 20) // 4096)
+        del buf
 
 
 def qemu_cpu_ms(pid):
@@ -805,7 +812,7 @@ def run_matrix(args):
                 t = time.monotonic()
                 rec = {"key": key(cell, rate), "cell": cell, "rate": rate or "local", "run": done + 1, "workload": with_workload,
                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_before": load_avg(),
-                       "settle_s": SETTLE_SECONDS, "rundir": rundir}
+                       "settle_s": SETTLE_SECONDS, "warm_mib": WARM_MIB, "rundir": rundir}
                 try:
                     kind, name = cell.split(":") if ":" in cell else ("plain", cell)
                     link = rate.split("-")[0] if rate else None  # "1mbit-workload": a separate target on the same link
@@ -850,13 +857,15 @@ def main():
     ap.add_argument("--latency-only", action="store_true", help="resume latency alone: no workload run after the resume")
     ap.add_argument("--settle", type=float, default=3.0,
                     help="seconds of idling before each timed resume, isr and peers alike (see settle_memory; 0: none)")
+    ap.add_argument("--warm-memory", type=int, default=0, metavar="MIB",
+                    help="after the idle, touch and free this many MiB right before each timed resume (see settle_memory; 0: none)")
     ap.add_argument("--out", help="render: the Markdown file")
     ap.add_argument("--page", choices=["policies", "lookaside"], default="policies",
                     help="render: the whole policies page, or the lookaside cells alone (docs/benchmarks/lookaside-workload.md)")
     args = ap.parse_args()
     ROOT = args.root
-    global SETTLE_SECONDS
-    SETTLE_SECONDS = args.settle
+    global SETTLE_SECONDS, WARM_MIB
+    SETTLE_SECONDS, WARM_MIB = args.settle, args.warm_memory
     ISR, SERVER = os.path.join(ROOT, "build/Isr.Cli/isr"), os.path.join(ROOT, "build/Isr.Server/isr-server")
     if args.command == "render":
         import policies_render
