@@ -52,9 +52,8 @@ public static class CheckinCommand
         };
         if (await DaemonClient.SendAsync(site, request, null, ct, startIfNeeded: false, onBytes: progress.Report) is { } byDaemon)
             return byDaemon.Deserialize<CheckinResult>(DaemonJson.Options)!;
-        var trace = new StepTrace(processStarted);
-        trace.Mark("cli: command parsed", parsed);
-        return await Checkin.RunAsync(site, Cli.Home(parse, site, name), name, releaseLock: !keepLock, progress, ct, trace: trace);
+        return await Checkin.RunAsync(site, Cli.Home(parse, site, name), name, releaseLock: !keepLock, progress, ct,
+            trace: StepTrace.FromCommand(processStarted, parsed));
     }
 
     public static async Task RefuseWhileRunningAsync(Isr.Client.Site.SiteDirectory site, string parcel, string action, CancellationToken ct)

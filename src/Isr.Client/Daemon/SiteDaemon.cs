@@ -216,17 +216,16 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                     return await Running(parcel).SyncAsync(progress, ct);
                 case "checkin":
                     // The upload outlives this request: the CLI returns, the user may walk away, `isr status` follows it.
-                    if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is running at this site: suspend it first, then check it in");
+                    RefuseWhileRunning(parcel);
                     RefuseDuringCheckin(parcel, "check it in again");
                     Durable.WriteFileAtomically(site.BackgroundCheckinPath(parcel), JsonSerializer.SerializeToUtf8Bytes(new BackgroundRequest(request.Store), DaemonJson.Options));
                     return StartCheckin(parcel, request.Store, ct).Snapshot();
                 case "checkin-now":
                     // The user waits for it: run here, where the HTTPS connection and its code are warm, not in a new CLI
                     // process (a cold connection cost 0.3–0.4 s of a 3 s check-in at 100 Mbit/s).
-                    if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is running at this site: suspend it first, then check it in");
+                    RefuseWhileRunning(parcel);
                     RefuseDuringCheckin(parcel, "check it in");
-                    var checkinTrace = new StepTrace(request.ProcessStarted ?? DateTimeOffset.UtcNow);
-                    if (request.CommandStarted is { } checkinParsed) checkinTrace.Mark("cli: command parsed", checkinParsed);
+                    var checkinTrace = StepTrace.FromCommand(request.ProcessStarted, request.CommandStarted);
                     checkinTrace.Mark("daemon: request received");
                     return await Checkin.RunAsync(site, HomeLocator.Open(site, request.Store), parcel, releaseLock: !request.KeepLock, bytes, ct, trace: checkinTrace);
                 case "keep":
@@ -296,6 +295,11 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                 throw new InvalidOperationException($"parcel '{parcel}' is being checked in at this site in the background: wait until 'isr status' says it is committed, then {action}");
     }
 
+    private void RefuseWhileRunning(string parcel)
+    {
+        if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is running at this site: suspend it first, then check it in");
+    }
+
     private ParcelSession Running(string parcel) =>
         _sessions.TryGetValue(parcel, out var session) ? session : throw new InvalidOperationException($"parcel '{parcel}' is not running at this site");
 
@@ -304,8 +308,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
     private async Task<ParcelSession> ResumeAsync(string parcel, DaemonRequest request, IProgress<string> progress, CancellationToken ct)
     {
         var options = request.Resume ?? new ResumeOptions();
-        var trace = new StepTrace(options.ProcessStarted ?? options.CommandStarted ?? DateTimeOffset.UtcNow);
-        if (options.CommandStarted is { } parsed) trace.Mark("cli: command parsed", parsed);
+        var trace = StepTrace.FromCommand(options.ProcessStarted, options.CommandStarted);
         if (DaemonStarted > (options.ProcessStarted ?? DateTimeOffset.MaxValue)) trace.Mark("daemon process started", DaemonStarted);
         trace.Mark("daemon: request received");
         var home = HomeLocator.Open(site, request.Store);

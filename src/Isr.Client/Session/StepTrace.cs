@@ -12,6 +12,14 @@ public sealed class StepTrace(DateTimeOffset origin)
 {
     private readonly List<TraceStep> _steps = [];
 
+    /// <summary>A trace from the CLI's process start, its first step the parsed command (when the CLI said when).</summary>
+    public static StepTrace FromCommand(DateTimeOffset? processStarted, DateTimeOffset? commandStarted)
+    {
+        var trace = new StepTrace(processStarted ?? commandStarted ?? DateTimeOffset.UtcNow);
+        if (commandStarted is { } parsed) trace.Mark("cli: command parsed", parsed);
+        return trace;
+    }
+
     public void Mark(string step, DateTimeOffset? at = null)
     {
         var seconds = Math.Round(((at ?? DateTimeOffset.UtcNow) - origin).TotalSeconds, 3);
