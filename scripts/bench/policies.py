@@ -25,7 +25,7 @@ POLICIES = {  # isr resume flags per policy; proactive hoards first (unshaped: a
     "proactive": ["--policy", "demand", "--prefetch", "none"],
     "demand": ["--policy", "demand", "--prefetch", "none"],
     "demand+ws": ["--policy", "demand", "--prefetch", "workingset"],
-    # the replay from `cont` only, without the working set's head before it (--working-set-head, default 0.2)
+    # the replay from `cont` only, without the working set's planned head before it (--working-set-head 0)
     "demand+ws-nohead": ["--policy", "demand", "--prefetch", "workingset", "--working-set-head", "0"],
     # demand fetch with one lookaside source, asked before the server (lookaside_source says which)
     "demand+media": ["--policy", "demand", "--prefetch", "none"],

@@ -264,13 +264,14 @@ public sealed class PrefetchTests : IAsyncLifetime
             await disk.ReadAsync(20L * chunk, 10);               // a hole in the version: nothing to fetch either
         }
         long[] expected = [7, 2, 30, 15, 16, 34, 40];
-        Assert.Equal(expected, recorder.Snapshot());
+        Assert.Equal(expected, recorder.Snapshot().Indices);
+        Assert.All(recorder.Snapshot().TouchedMs!, ms => Assert.Equal(0, ms)); // no clock yet: the guest has not run
         Assert.Equal(expected.Length, recorder.Touched);
 
         var (tag, blob) = WorkingSet.Seal(recorder.Snapshot(), _s.Keys, "parcel-under-test");
         Assert.Equal(tag, ChunkTag.Of(blob));
         var opened = WorkingSet.Open(blob, _s.Keys, "parcel-under-test");
-        Assert.Equal(expected, opened);
+        Assert.Equal(expected, opened.Indices);
         Assert.ThrowsAny<Exception>(() => WorkingSet.Open(blob, _s.Keys, "another-parcel"));
         Assert.ThrowsAny<Exception>(() => WorkingSet.Open(blob, ParcelKeys.Generate(), "parcel-under-test"));
 
@@ -279,7 +280,7 @@ public sealed class PrefetchTests : IAsyncLifetime
         using var fetcher = new ChunkFetcher(otherCache, _s.Home);
         var replayed = new List<ChunkTag>();
         var prefetcher = new Prefetcher(async (t, ct) => { replayed.Add(t); return await fetcher.GetAsync(t, ct); }, otherCache.Contains);
-        await prefetcher.RunAsync(WorkingSet.ResolveAsync(opened, _s.Base, LoadPage, _s.Keys), new PrefetchOptions { Concurrency = 1, YieldToDemand = false }, default);
+        await prefetcher.RunAsync(WorkingSet.ResolveAsync(opened.Indices, _s.Base, LoadPage, _s.Keys), new PrefetchOptions { Concurrency = 1, YieldToDemand = false }, default);
         Assert.Equal(expected.Select(i => _s.BaseRefs[i].Tag), replayed);
 
         // Prefetch hits: the guest's first reads of prefetched chunks.
@@ -297,13 +298,70 @@ public sealed class PrefetchTests : IAsyncLifetime
     }
 
     [Fact]
-    public void LongAndBackwardWorkingSetsRoundTrip()
+    public void LongAndBackwardWorkingSetsRoundTripWithTheirTimes()
     {
         var indices = Enumerable.Range(0, 5000).Select(i => (long)((i * 7919L) % 100_003)).Append(0).Append(long.MaxValue / 4).ToList();
-        var (_, blob) = WorkingSet.Seal(indices, _s.Keys, "p");
-        Assert.Equal(indices, WorkingSet.Open(blob, _s.Keys, "p"));
-        var (_, empty) = WorkingSet.Seal([], _s.Keys, "p");
-        Assert.Empty(WorkingSet.Open(empty, _s.Keys, "p"));
+        var times = Enumerable.Range(0, indices.Count).Select(i => i * 37 + (i % 3 == 0 ? 100_000 : 0)).ToList();
+        var (_, blob) = WorkingSet.Seal(new WorkingSetOrder(indices, times), _s.Keys, "p");
+        var opened = WorkingSet.Open(blob, _s.Keys, "p");
+        Assert.Equal(indices, opened.Indices);
+        // Sealed non-decreasing: a time below an earlier one is raised to it.
+        var monotone = new List<int>();
+        foreach (var t in times) monotone.Add(Math.Max(t, monotone.Count > 0 ? monotone[^1] : 0));
+        Assert.Equal(monotone, opened.TouchedMs);
+        var (_, empty) = WorkingSet.Seal(new WorkingSetOrder([], []), _s.Keys, "p");
+        Assert.Empty(WorkingSet.Open(empty, _s.Keys, "p").Indices);
+        Assert.Throws<ArgumentException>(() => WorkingSet.Seal(new WorkingSetOrder([1, 2], null), _s.Keys, "p"));
+    }
+
+    [Fact]
+    public void A_format_1_working_set_opens_without_times()
+    {
+        // "ISRW" ‖ 1 ‖ count 3 ‖ zigzag deltas of 5, 3, 9: +5, −2, +6.
+        byte[] body = [.. "ISRW"u8, 1, 3, 0, 0, 0, 10, 3, 12];
+        var blob = SealedBox.Seal(_s.Keys.MetadataKey, body, "isr working set v1", System.Text.Encoding.UTF8.GetBytes("p"));
+        var opened = WorkingSet.Open(blob, _s.Keys, "p");
+        Assert.Equal([5L, 3, 9], opened.Indices);
+        Assert.Null(opened.TouchedMs);
+        byte[] truncated = [.. "ISRW"u8, 2, 2, 0, 0, 0, 10, 4, 3];
+        Assert.Throws<MalformedDataException>(() => WorkingSet.Open(
+            SealedBox.Seal(_s.Keys.MetadataKey, truncated, "isr working set v1", System.Text.Encoding.UTF8.GetBytes("p")), _s.Keys, "p"));
+    }
+
+    [Fact]
+    public void The_recorder_stamps_first_touches_with_the_guest_time_it_is_given()
+    {
+        var recorder = new WorkingSetRecorder(100);
+        recorder.Touch(9);
+        var now = TimeSpan.Zero;
+        recorder.StartClock(() => now);
+        now = TimeSpan.FromMilliseconds(250);
+        recorder.Touch(4);
+        recorder.Touch(9);                                   // seen before: not again
+        now = TimeSpan.FromMilliseconds(1750.6);
+        recorder.Touch(60);
+        now = TimeSpan.FromMilliseconds(1000);               // a clock that steps back does not reorder the record
+        recorder.Touch(61);
+        var order = recorder.Snapshot();
+        Assert.Equal([9L, 4, 60, 61], order.Indices);
+        Assert.Equal([0, 250, 1750, 1750], order.TouchedMs);
+    }
+
+    [Theory]
+    // Due at once: all of them go before cont.
+    [InlineData(new[] { 0.0, 0.0, 0.0 }, 1.0, 3)]
+    // One chunk a second on the link, needed at 1, 2, 3 s: the replay keeps up, no head.
+    [InlineData(new[] { 1.0, 2.0, 3.0 }, 1.0, 0)]
+    // Needed twice as fast as the link brings them: half of them ahead.
+    [InlineData(new[] { 0.5, 1.0, 1.5, 2.0 }, 1.0, 2)]
+    // A burst at 2 s: 5 chunks needed by then, 2 can come after cont.
+    [InlineData(new[] { 0.1, 2.0, 2.0, 2.0, 2.0, 9.0 }, 1.0, 3)]
+    // The same burst on a link four times as fast: only the first chunk, needed before its quarter second on the link.
+    [InlineData(new[] { 0.1, 2.0, 2.0, 2.0, 2.0, 9.0 }, 4.0, 1)]
+    public void The_head_is_what_the_replay_from_cont_could_not_bring_in_time(double[] due, double chunksPerSecond, int expected)
+    {
+        Assert.Equal(expected, WorkingSetHead.Chunks(due, chunkBytes: 1000, bytesPerSecond: chunksPerSecond * 1000));
+        Assert.Equal(0, WorkingSetHead.Chunks([], 1000, 1000));
     }
 }
 
@@ -326,7 +384,7 @@ public sealed class WorkingSetVersionTests : IDisposable
         var info = new ParcelInfo("ws", id, 8192, 10 * 8192, secrets.WrapParcelKey(keys, id), DateTimeOffset.UtcNow);
         var created = await home.CreateParcelAsync(info, first, default);
 
-        var (tag, blob) = WorkingSet.Seal([3, 1, 4], keys, id);
+        var (tag, blob) = WorkingSet.Seal(new WorkingSetOrder([3, 1, 4], [0, 10, 20]), keys, id);
         var child = (created with { CommitId = Guid.NewGuid().ToString("N"), ParentMac = created.Mac, WorkingSetTag = tag.ToString() }).Sign(keys);
         child.Verify(keys, id);
         Assert.Throws<MalformedDataException>(() => (child with { WorkingSetTag = null }).Verify(keys, id));          // stripped

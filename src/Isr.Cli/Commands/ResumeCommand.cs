@@ -37,8 +37,8 @@ public static class ResumeCommand
         };
         var head = new Option<double>("--working-set-head")
         {
-            Description = "Before the VM goes on, fetch the working set's first chunks, up to this fraction of what the resume fetched " +
-                "(the guest's first seconds outrun a slow link): 0.2 (default), 0 = none",
+            Description = "Before the VM goes on, fetch the working set's first chunks that the link could not bring in before the guest " +
+                "needs them (planned from the times recorded last session), at most this fraction of what the resume fetched: 1 (default), 0 = none",
             DefaultValueFactory = _ => new ResumeOptions().WorkingSetBeforeCont,
         };
         var trickle = new Option<string?>("--trickle-limit") { Description = "Rate for uploading changes while the VM runs (server homes), bytes/s: 2M (default), 0 = off" };

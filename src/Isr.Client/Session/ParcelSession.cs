@@ -30,10 +30,12 @@ public sealed record ResumeOptions
     public TransferPolicy Policy { get; init; } = TransferPolicy.Demand;
     /// <summary>Fetch ahead of the guest: the working set recorded at the previous resume (default), and optionally the rest of the disk.</summary>
     public PrefetchMode Prefetch { get; init; } = PrefetchMode.WorkingSet;
-    /// <summary>The working set's head fetched before `cont`, as a fraction of what the resume fetched from the home until
-    /// then (the memory image, mostly): the resume takes up to that much longer on a slow link, and the guest waits that
-    /// much less in its first seconds, which read faster than the replay arrives (0: the replay starts at `cont`).</summary>
-    public double WorkingSetBeforeCont { get; init; } = 0.2;
+    /// <summary>The most of the working set's head fetched before `cont`, as a fraction of what the resume fetched from the
+    /// home until then (the memory image, mostly). The head itself is planned from the recorded touch times and the link's
+    /// rate (<see cref="Transfer.WorkingSetHead"/>): what the replay from `cont` on could not bring in before the guest needs
+    /// it. So the resume takes at most that much longer on a slow link, and the guest waits that much less in its first
+    /// seconds (0: the replay starts at `cont`).</summary>
+    public double WorkingSetBeforeCont { get; init; } = 1.0;
     /// <summary>Upload dirty chunks in the background at this rate while the VM runs (server homes); 0: no trickle.</summary>
     public double TrickleBytesPerSecond { get; init; } = 2_000_000;
     /// <summary>Lookaside sources to ask before the home (dongle, media, jukebox URL), besides the site's configured ones.</summary>
@@ -165,6 +167,7 @@ public sealed class ParcelSession : IAsyncDisposable
                 Title = $"isr: {parcel.Name}",
             };
             progress?.Report(cold ? "booting from the disk" : $"loading the memory image ({version.MemoryBytes / 1e6:F1} MB)");
+            long homeBytesBefore = fetcher.Counters.HomeBytes, restoreStarted = Stopwatch.GetTimestamp();
             await using var memoryImage = cold ? null : MemoryImage.StartRestore(
                 ChunkListTree.ReadAllAsync(version.MemoryRootTag, version.MemoryChunks, fetcher.LoadPageAsync, parcel.Keys, ct), fetcher, parcel.Codec, ct);
             session._vm = await QemuVm.StartAsync(descriptor, siteOptions, incoming: !cold, ct);
@@ -177,8 +180,11 @@ public sealed class ParcelSession : IAsyncDisposable
                 await session._vm.LoadStateAsync((stream, token) => memoryImage.WriteToAsync(stream, token, trace), ct);
                 trace?.Mark("memory image loaded");
             }
-            if (await session._transfers.PrefetchWorkingSetHeadAsync((long)(fetcher.Counters.HomeBytes * options.WorkingSetBeforeCont), ct) is > 0 and var head)
-                trace?.Mark($"working-set head fetched ({head / 1e6:F1} MB)");
+            // The link's rate as the memory image came in, if enough of it came from the home to tell.
+            long imageBytes = fetcher.Counters.HomeBytes - homeBytesBefore;
+            double rate = imageBytes >= 1 << 20 ? imageBytes / Stopwatch.GetElapsedTime(restoreStarted).TotalSeconds : 0;
+            if (await session._transfers.PrefetchWorkingSetHeadAsync(rate, (long)(fetcher.Counters.HomeBytes * options.WorkingSetBeforeCont), ct) is var (head, planned))
+                trace?.Mark($"working-set head fetched ({planned} chunks planned{(rate > 0 ? $" at {rate * 8 / 1e6:F1} Mbit/s" : "")}, {head / 1e6:F1} MB)");
             await session._vm.ContinueAsync(ct);
             if (!cold) session.SetGuestClockInBackground();
             trace?.Mark("cont");

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Isr.Client.Cache;
 using Isr.Client.Disk;
 using Isr.Client.Homes;
@@ -119,55 +120,88 @@ public sealed class SessionTransfers : IAsyncDisposable
     /// a fast link busy.</summary>
     private const int WorkingSetConcurrency = 4;
 
-    private IReadOnlyList<long>? _workingSetOrder;
+    private WorkingSetOrder? _workingSetOrder;
 
     private bool Replays => _options.Prefetch != PrefetchMode.None && _version.HasWorkingSet;
 
-    private async Task<IReadOnlyList<long>> WorkingSetOrderAsync(CancellationToken ct)
+    private async Task<WorkingSetOrder> WorkingSetOrderAsync(CancellationToken ct)
     {
         if (_workingSetOrder is { } known) return known;
         var tag = ChunkTag.Parse(_version.WorkingSetTag!);
         var blob = await _site.Cache.GetAsync(tag, ct) is { } cached && tag.Matches(cached) ? cached : await _direct.FetchAsync(tag, ct);
-        var indices = WorkingSet.Open(blob, _parcel.Keys, _parcel.Info.Id);
-        Interlocked.Exchange(ref _replayed, indices.Count);
-        return _workingSetOrder = indices;
+        var order = WorkingSet.Open(blob, _parcel.Keys, _parcel.Info.Id);
+        Interlocked.Exchange(ref _replayed, order.Count);
+        return _workingSetOrder = order;
     }
 
     // Keyring leaves through the session's fetcher: the guest's first reads need the same ones at the same time.
     private IAsyncEnumerable<PrefetchItem> WorkingSetItems(IReadOnlyList<long> order, CancellationToken ct) =>
         WorkingSet.ResolveAsync(order, _version, _fetcher.LoadPageAsync, _parcel.Keys, ct);
 
-    /// <summary>Before `cont`: the first chunks of the working set, until about <paramref name="budgetBytes"/> came from the
-    /// home. The guest's first seconds read faster than a slow link brings the replay in, so that wait moves into the
-    /// resume, bounded (<see cref="ResumeOptions.WorkingSetBeforeCont"/>). A failure leaves it to the replay.</summary>
-    /// <returns>The bytes it fetched.</returns>
-    public async Task<long> PrefetchWorkingSetHeadAsync(long budgetBytes, CancellationToken ct)
+    /// <summary>The replay's share of the link after `cont`: the guest's misses outside the working set take the rest.</summary>
+    private const double ReplayShareOfLink = 0.85;
+    /// <summary>Chunks fetched to learn their size (and the link's rate, if the resume fetched too little to tell) before planning.</summary>
+    private const int HeadProbeChunks = 16;
+
+    /// <summary>Before `cont`: the working set's head, planned by <see cref="WorkingSetHead"/> from the recorded touch times so
+    /// that the replay from `cont` on keeps ahead of the guest, at most <paramref name="maxBytes"/> from the home. On a slow
+    /// link the guest's first seconds read faster than the replay arrives; this moves that wait into the resume. A failure
+    /// leaves it to the replay; a format-1 working set (no times) has no head.</summary>
+    /// <param name="bytesPerSecond">The link's rate as the resume measured it (0: unknown, measured on the first chunks).</param>
+    /// <returns>The bytes it fetched and the chunks it planned in all; null if there was nothing to plan by.</returns>
+    public async Task<(long Bytes, int Planned)?> PrefetchWorkingSetHeadAsync(double bytesPerSecond, long maxBytes, CancellationToken ct)
     {
-        if (!Replays || budgetBytes <= 0) return 0;
-        long start = _prefetcher.Bytes;
+        if (!Replays || maxBytes <= 0) return null;
+        long startBytes = _prefetcher.Bytes, startChunks = _prefetcher.Chunks;
+        int planned = 0;
         try
         {
-            await _prefetcher.RunAsync(WorkingSetItems(await WorkingSetOrderAsync(ct), ct).TakeWhile(_ => _prefetcher.Bytes - start < budgetBytes),
-                new PrefetchOptions { Concurrency = WorkingSetConcurrency, YieldToDemand = false }, ct);
+            var order = await WorkingSetOrderAsync(ct);
+            if (order.TouchedMs is not { } times) return null;
+            var due = new Dictionary<long, double>(order.Count);
+            for (int i = 0; i < order.Count; i++) due.TryAdd(order.Indices[i], times[i] / 1000.0);
+            var items = new List<PrefetchItem>(order.Count);
+            await foreach (var item in WorkingSetItems(order.Indices, ct)) items.Add(item);
+            var options = new PrefetchOptions { Concurrency = WorkingSetConcurrency, YieldToDemand = false };
+            long started = Stopwatch.GetTimestamp();
+            for (int round = 0; round < 4; round++)
+            {
+                var toFetch = items.Where(i => !i.Chunk.IsZeroChunk && !_site.Cache.Contains(i.Chunk.Tag)).ToList();
+                if (toFetch.Count == 0) break;
+                long fetchedChunks = _prefetcher.Chunks - startChunks, fetchedBytes = _prefetcher.Bytes - startBytes;
+                bool probing = fetchedChunks < HeadProbeChunks / 2;
+                double rate = bytesPerSecond > 0 ? bytesPerSecond : probing ? 0 : fetchedBytes / Stopwatch.GetElapsedTime(started).TotalSeconds;
+                double size = probing ? _disk.ChunkSize : (double)fetchedBytes / fetchedChunks;
+                int chunks = rate > 0 ? WorkingSetHead.Chunks(toFetch.Select(i => due[i.Index]).ToList(), size, rate * ReplayShareOfLink) : HeadProbeChunks;
+                if (probing) chunks = Math.Min(chunks, HeadProbeChunks);
+                chunks = (int)Math.Min(Math.Min(chunks, toFetch.Count), (maxBytes - fetchedBytes) / size);
+                if (chunks <= 0) break;
+                planned += chunks;
+                await _prefetcher.RunAsync(toFetch.Take(chunks).ToAsyncEnumerable(), options, ct);
+                if (!probing && round > 0) break;
+            }
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
             _log?.Invoke($"working-set prefetch of '{_parcel.Name}' before cont stopped: {e.Message}");
         }
-        return _prefetcher.Bytes - start;
+        return (_prefetcher.Bytes - startBytes, planned);
     }
 
-    /// <summary>Fetches the working set recorded at the previous resume, in its order (called once the VM runs; what the
-    /// head before `cont` fetched is skipped).</summary>
+    /// <summary>Called at `cont`: the recorder stamps touches with guest time from now on, and the working set recorded at
+    /// the previous resume is fetched in its order (what the head fetched is skipped).</summary>
     public void StartWorkingSetReplay()
     {
+        long cont = Stopwatch.GetTimestamp();
+        var stalledBefore = _disk.GuestStallTime;
+        _recorder.StartClock(() => Stopwatch.GetElapsedTime(cont) - (_disk.GuestStallTime - stalledBefore));
         if (!Replays) return;
         var ct = _stop.Token;
         _workingSet = Task.Run(async () =>
         {
             try
             {
-                await _prefetcher.RunAsync(WorkingSetItems(await WorkingSetOrderAsync(ct), ct),
+                await _prefetcher.RunAsync(WorkingSetItems((await WorkingSetOrderAsync(ct)).Indices, ct),
                     new PrefetchOptions { Concurrency = WorkingSetConcurrency, ConcurrencyWhileGuestFetches = 1, YieldToDemand = false }, ct);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
@@ -210,9 +244,9 @@ public sealed class SessionTransfers : IAsyncDisposable
     /// <summary>Seals the chunk order recorded since the resume into the site cache (durable): the next version names it.</summary>
     public async Task<ChunkTag?> SealWorkingSetAsync(CancellationToken ct)
     {
-        var indices = _recorder.Snapshot();
-        if (indices.Count == 0) return null;
-        var (tag, blob) = WorkingSet.Seal(indices, _parcel.Keys, _parcel.Info.Id);
+        var order = _recorder.Snapshot();
+        if (order.Count == 0) return null;
+        var (tag, blob) = WorkingSet.Seal(order, _parcel.Keys, _parcel.Info.Id);
         await _site.DurableCache.PutAsync(tag, blob, ct);
         return tag;
     }

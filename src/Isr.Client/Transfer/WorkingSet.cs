@@ -5,13 +5,17 @@ using Isr.Format;
 namespace Isr.Client.Transfer;
 
 /// <summary>
-/// Records, in order, the disk chunk indices the guest touches for the first time after a resume. Thread-safe and
-/// cheap per read (one bit test); keeps at most <see cref="Capacity"/> indices.
+/// Records, in order, the disk chunk indices the guest touches for the first time after a resume, and when: guest time
+/// since `cont` (<see cref="StartClock"/>), the wall time less what the guest stalled on fetches, so a session that
+/// waited records the pace the guest would have kept had it not. Thread-safe and cheap per read (one bit test); keeps at
+/// most <see cref="Capacity"/> indices.
 /// </summary>
 public sealed class WorkingSetRecorder(long chunkCount, int capacity = WorkingSet.MaxEntries)
 {
     private readonly long[] _seen = new long[(chunkCount + 63) / 64];
     private readonly List<long> _order = new();
+    private readonly List<int> _touchedMs = new();
+    private Func<TimeSpan>? _guestTime;
     private long _touched;
 
     public int Capacity => capacity;
@@ -19,6 +23,9 @@ public sealed class WorkingSetRecorder(long chunkCount, int capacity = WorkingSe
     public long Touched => Interlocked.Read(ref _touched);
     /// <summary>Called once per chunk index, on its first touch.</summary>
     public Action<long>? FirstTouch { get; set; }
+
+    /// <summary>From now on touches are stamped with <paramref name="guestTime"/> (before: 0, the guest has not run).</summary>
+    public void StartClock(Func<TimeSpan> guestTime) => Volatile.Write(ref _guestTime, guestTime);
 
     /// <summary>The guest read chunk <paramref name="index"/> (or part of it).</summary>
     public void Touch(long index)
@@ -28,14 +35,28 @@ public sealed class WorkingSetRecorder(long chunkCount, int capacity = WorkingSe
         ref long word = ref _seen[index >> 6];
         if ((Volatile.Read(ref word) & bit) != 0 || (Interlocked.Or(ref word, bit) & bit) != 0) return;
         Interlocked.Increment(ref _touched);
-        lock (_order) if (_order.Count < capacity) _order.Add(index);
+        lock (_order)
+            if (_order.Count < capacity)
+            {
+                double ms = Volatile.Read(ref _guestTime)?.Invoke().TotalMilliseconds ?? 0;
+                // Stamped under the lock, so times never go backwards along the order.
+                _touchedMs.Add(Math.Max(_touchedMs.Count > 0 ? _touchedMs[^1] : 0, (int)Math.Clamp(ms, 0, int.MaxValue)));
+                _order.Add(index);
+            }
         FirstTouch?.Invoke(index);
     }
 
-    public IReadOnlyList<long> Snapshot()
+    public WorkingSetOrder Snapshot()
     {
-        lock (_order) return _order.ToArray();
+        lock (_order) return new WorkingSetOrder(_order.ToArray(), _touchedMs.ToArray());
     }
+}
+
+/// <summary>A recorded working set: chunk indices in the order of first touch and, from format 2 on, when the guest
+/// touched each (milliseconds of guest time after `cont`, non-decreasing; null for a format-1 record).</summary>
+public sealed record WorkingSetOrder(IReadOnlyList<long> Indices, IReadOnlyList<int>? TouchedMs)
+{
+    public int Count => Indices.Count;
 }
 
 /// <summary>
@@ -48,58 +69,76 @@ public static class WorkingSet
     private const string Context = "isr working set v1";
     private static ReadOnlySpan<byte> Magic => "ISRW"u8;
 
-    public static (ChunkTag Tag, byte[] Blob) Seal(IReadOnlyList<long> indices, ParcelKeys keys, string parcelId)
+    public static (ChunkTag Tag, byte[] Blob) Seal(WorkingSetOrder order, ParcelKeys keys, string parcelId)
     {
-        if (indices.Count > MaxEntries) indices = indices.Take(MaxEntries).ToList();
-        var body = new List<byte>(9 + indices.Count * 2);
+        int count = Math.Min(order.Count, MaxEntries);
+        if (order.TouchedMs is not { } times || times.Count != order.Count) throw new ArgumentException("a working set is sealed with its touch times", nameof(order));
+        var body = new List<byte>(9 + count * 3);
         body.AddRange(Magic.ToArray());
-        body.Add(1);
-        Span<byte> count = stackalloc byte[4];
-        BinaryPrimitives.WriteUInt32LittleEndian(count, (uint)indices.Count);
-        body.AddRange(count.ToArray());
+        body.Add(2);
+        Span<byte> header = stackalloc byte[4];
+        BinaryPrimitives.WriteUInt32LittleEndian(header, (uint)count);
+        body.AddRange(header.ToArray());
         long previous = 0;
-        foreach (var index in indices)
+        int previousMs = 0;
+        for (int i = 0; i < count; i++)
         {
-            long delta = index - previous;
-            ulong zigzag = (ulong)((delta << 1) ^ (delta >> 63));
-            do
-            {
-                byte b = (byte)(zigzag & 0x7F);
-                zigzag >>= 7;
-                body.Add(zigzag != 0 ? (byte)(b | 0x80) : b);
-            } while (zigzag != 0);
-            previous = index;
+            long delta = order.Indices[i] - previous;
+            WriteVarint(body, (ulong)((delta << 1) ^ (delta >> 63)));
+            WriteVarint(body, (ulong)Math.Max(0, times[i] - previousMs));
+            previous = order.Indices[i];
+            previousMs = Math.Max(previousMs, times[i]);
         }
         var blob = SealedBox.Seal(keys.MetadataKey, body.ToArray(), Context, Encoding.UTF8.GetBytes(parcelId));
         return (ChunkTag.Of(blob), blob);
     }
 
+    /// <summary>Opens format 2 (indices and times) and format 1 (indices only, written before times were recorded).</summary>
     /// <exception cref="MalformedDataException">not a working set of this parcel</exception>
-    public static IReadOnlyList<long> Open(byte[] blob, ParcelKeys keys, string parcelId)
+    public static WorkingSetOrder Open(byte[] blob, ParcelKeys keys, string parcelId)
     {
         var body = SealedBox.Open(keys.MetadataKey, blob, Context, Encoding.UTF8.GetBytes(parcelId));
-        if (body.Length < 9 || !body.AsSpan(0, 4).SequenceEqual(Magic) || body[4] != 1) throw new MalformedDataException("not a working-set blob");
+        if (body.Length < 9 || !body.AsSpan(0, 4).SequenceEqual(Magic) || body[4] is not (1 or 2)) throw new MalformedDataException("not a working-set blob");
+        bool timed = body[4] == 2;
         uint count = BinaryPrimitives.ReadUInt32LittleEndian(body.AsSpan(5));
         if (count > MaxEntries) throw new MalformedDataException("the working set is too long");
         var indices = new List<long>((int)count);
+        var times = timed ? new List<int>((int)count) : null;
         int at = 9;
-        long previous = 0;
+        long previous = 0, ms = 0;
         for (uint i = 0; i < count; i++)
         {
-            ulong zigzag = 0;
-            for (int shift = 0; ; shift += 7)
-            {
-                if (at >= body.Length || shift > 63) throw new MalformedDataException("the working set is truncated");
-                byte b = body[at++];
-                zigzag |= (ulong)(b & 0x7F) << shift;
-                if ((b & 0x80) == 0) break;
-            }
-            long delta = (long)(zigzag >> 1) ^ -(long)(zigzag & 1);
-            previous += delta;
+            ulong zigzag = ReadVarint(body, ref at);
+            previous += (long)(zigzag >> 1) ^ -(long)(zigzag & 1);
             indices.Add(previous);
+            if (times is null) continue;
+            ms += (long)Math.Min(ReadVarint(body, ref at), int.MaxValue);
+            times.Add((int)Math.Min(ms, int.MaxValue));
         }
         if (at != body.Length) throw new MalformedDataException("the working set has trailing bytes");
-        return indices;
+        return new WorkingSetOrder(indices, times);
+    }
+
+    private static void WriteVarint(List<byte> body, ulong value)
+    {
+        do
+        {
+            byte b = (byte)(value & 0x7F);
+            value >>= 7;
+            body.Add(value != 0 ? (byte)(b | 0x80) : b);
+        } while (value != 0);
+    }
+
+    private static ulong ReadVarint(byte[] body, ref int at)
+    {
+        ulong value = 0;
+        for (int shift = 0; ; shift += 7)
+        {
+            if (at >= body.Length || shift > 63) throw new MalformedDataException("the working set is truncated");
+            byte b = body[at++];
+            value |= (ulong)(b & 0x7F) << shift;
+            if ((b & 0x80) == 0) return value;
+        }
     }
 
     /// <summary>The recorded indices as chunk references of <paramref name="version"/>, in recorded order, loading each keyring
