@@ -163,22 +163,28 @@ public sealed class SessionTransfers : IAsyncDisposable
             var items = new List<PrefetchItem>(order.Count);
             await foreach (var item in WorkingSetItems(order.Indices, ct)) items.Add(item);
             var options = new PrefetchOptions { Concurrency = WorkingSetConcurrency, YieldToDemand = false };
-            long started = Stopwatch.GetTimestamp();
-            for (int round = 0; round < 4; round++)
+            List<PrefetchItem> ToFetch() => items.Where(i => !i.Chunk.IsZeroChunk && !_site.Cache.Contains(i.Chunk.Tag)).ToList();
+            int Plan(List<PrefetchItem> toFetch, double size, double rate) =>
+                rate > 0 ? WorkingSetHead.Chunks(toFetch.Select(i => due[i.Index]).ToList(), size, rate * ReplayShareOfLink) : toFetch.Count;
+            async Task FetchAsync(List<PrefetchItem> toFetch, int chunks, double size)
             {
-                var toFetch = items.Where(i => !i.Chunk.IsZeroChunk && !_site.Cache.Contains(i.Chunk.Tag)).ToList();
-                if (toFetch.Count == 0) break;
-                long fetchedChunks = _prefetcher.Chunks - startChunks, fetchedBytes = _prefetcher.Bytes - startBytes;
-                bool probing = fetchedChunks < HeadProbeChunks / 2;
-                double rate = bytesPerSecond > 0 ? bytesPerSecond : probing ? 0 : fetchedBytes / Stopwatch.GetElapsedTime(started).TotalSeconds;
-                double size = probing ? _disk.ChunkSize : (double)fetchedBytes / fetchedChunks;
-                int chunks = rate > 0 ? WorkingSetHead.Chunks(toFetch.Select(i => due[i.Index]).ToList(), size, rate * ReplayShareOfLink) : HeadProbeChunks;
-                if (probing) chunks = Math.Min(chunks, HeadProbeChunks);
-                chunks = (int)Math.Min(Math.Min(chunks, toFetch.Count), (maxBytes - fetchedBytes) / size);
-                if (chunks <= 0) break;
+                chunks = (int)Math.Min(Math.Min(chunks, toFetch.Count), (maxBytes - (_prefetcher.Bytes - startBytes)) / size);
+                if (chunks <= 0) return;
                 planned += chunks;
                 await _prefetcher.RunAsync(toFetch.Take(chunks).ToAsyncEnumerable(), options, ct);
-                if (!probing && round > 0) break;
+            }
+
+            // The probe learns the chunks' size on the link (and the link's rate, if the resume could not tell) from the
+            // first few: planned as if each took a whole chunk, at most HeadProbeChunks. Then the plan with what it learned.
+            long started = Stopwatch.GetTimestamp();
+            var first = ToFetch();
+            await FetchAsync(first, Math.Min(HeadProbeChunks, Plan(first, _disk.ChunkSize, bytesPerSecond)), _disk.ChunkSize);
+            long probed = _prefetcher.Chunks - startChunks, probedBytes = _prefetcher.Bytes - startBytes;
+            if (probed > 0)
+            {
+                double rate = bytesPerSecond > 0 ? bytesPerSecond : probedBytes / Stopwatch.GetElapsedTime(started).TotalSeconds;
+                var rest = ToFetch();
+                await FetchAsync(rest, Plan(rest, (double)probedBytes / probed, rate), (double)probedBytes / probed);
             }
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
@@ -256,7 +262,7 @@ public sealed class SessionTransfers : IAsyncDisposable
         long demand = _fetcher.Counters.HomeBytes, copyIn = (_copyIn?.BytesFetched ?? 0) - FromLookaside(_copyInSource),
             prefetch = _direct.BytesFetched - FromLookaside(_directSource);
         return new SessionTransferStats(_options.Policy, copyIn, _copyIn?.BlobsFetched ?? 0, demand,
-            prefetch, _prefetcher.Chunks, Interlocked.Read(ref _hits), Interlocked.Read(ref _replayed), _recorder.Snapshot().Count,
+            prefetch, _prefetcher.Chunks, Interlocked.Read(ref _hits), Interlocked.Read(ref _replayed), _recorder.Recorded,
             _recorder.Touched, _prefetchDone, _trickle?.Chunks ?? 0, _trickle?.Bytes ?? 0, demand + prefetch + copyIn);
     }
 

@@ -21,6 +21,11 @@ public sealed class WorkingSetRecorder(long chunkCount, int capacity = WorkingSe
     public int Capacity => capacity;
     /// <summary>Distinct chunks touched so far (recorded or not).</summary>
     public long Touched => Interlocked.Read(ref _touched);
+    /// <summary>Chunks recorded so far (at most <see cref="Capacity"/>).</summary>
+    public int Recorded
+    {
+        get { lock (_order) return _order.Count; }
+    }
     /// <summary>Called once per chunk index, on its first touch.</summary>
     public Action<long>? FirstTouch { get; set; }
 
