@@ -31,6 +31,7 @@ public static class ServerSetup
         builder.Services.AddSingleton<BlobAccess>();
         builder.Services.AddSingleton<CommitChecker>();
         builder.Services.AddHostedService<MetadataInitializer>();
+        builder.Services.AddHostedService<CommitCheckWarmer>(); // after the schema exists
         builder.Services.ConfigureHttpJsonOptions(o =>
         {
             o.SerializerOptions.PropertyNamingPolicy = ApiJson.Options.PropertyNamingPolicy;

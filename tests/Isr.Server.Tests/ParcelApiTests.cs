@@ -2,6 +2,9 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text;
 using Isr.Format;
+using Isr.Server.Blobs;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 
 namespace Isr.Server.Tests;
 
@@ -187,6 +190,21 @@ public class ParcelApiTests : IAsyncLifetime, IDisposable
         var (ok, version) = await CommitAsync(record, token);
         Assert.Equal(HttpStatusCode.Created, ok.StatusCode);
         Assert.Equal(2L, version!.Number);
+    }
+
+    /// <summary>A server started over existing data checks each parcel's head in the background, so the first commit
+    /// after a start walks only its new pages, not the whole tree.</summary>
+    [SkippableFact]
+    public async Task A_restarted_server_has_checked_the_heads_trees_before_the_first_commit()
+    {
+        using var restarted = new ServerFixture(_server.MetadataConnection, dataDirectory: _server.Data.Path);
+        _ = restarted.Server;
+        var warmer = restarted.Services.GetServices<IHostedService>().OfType<CommitCheckWarmer>().Single();
+        await warmer.ExecuteTask!.WaitAsync(TimeSpan.FromSeconds(60));
+        var checker = restarted.Services.GetRequiredService<CommitChecker>();
+        var alice = (await restarted.Metadata.GetUserAsync("alice", CancellationToken.None))!;
+        Assert.True(checker.RemembersComplete(alice.Id, _content.DiskRoot));
+        Assert.False(checker.RemembersComplete(alice.Id, _parcel.MakeContent(Chunks).DiskRoot)); // only what it checked
     }
 
     [SkippableFact]

@@ -95,6 +95,9 @@ public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
         return missing.Distinct().ToList();
     }
 
+    /// <summary>Whether a check found nothing missing below <paramref name="page"/> and still remembers it.</summary>
+    internal bool RemembersComplete(long userId, ChunkTag page) => _complete.ContainsKey((userId, page));
+
     /// <summary>Whether nothing below <paramref name="page"/> is missing; such pages, and the chunks of such leaves, are
     /// remembered (children first).</summary>
     private bool RememberIfComplete(long userId, ChunkTag page, HashSet<ChunkTag> incomplete, Dictionary<ChunkTag, IReadOnlyList<ChunkTag>> children,
