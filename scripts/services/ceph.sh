@@ -9,7 +9,7 @@
 # ISR_CEPH_STORE=bluestore puts the OSD on a sparse file in DIR instead of memory (data survives a restart).
 # Why these settings: cephx is required (with "auth = none" the OSD exits with "wrong fsid"); a short paxos propose
 # interval cuts startup from ~20 s to a few; one OSD cannot hold the default pg count, so pools get few PGs.
-set -euo pipefail
+set -Eeuo pipefail
 
 die() { echo "ceph.sh: $*" >&2; exit 1; }
 [ $# -eq 2 ] || die "usage: ceph.sh start|stop DIR"
@@ -18,15 +18,29 @@ DIR=$(mkdir -p "$2" && cd "$2" && pwd)
 CONF=$DIR/ceph.conf
 DAEMONS=(rgw:10 osd:100 mon:100) # stop order, with each one's grace (tenths of a second)
 
-# A TCP port nobody listens on (from the kernel's socket table; bounded tries).
+# A TCP port no socket uses (from the kernel's socket table; bounded tries), below the kernel's ephemeral range so
+# that an outgoing connection cannot take it between this choice and the daemon's bind.
 free_port() {
-    local used port i
-    used=$(awk 'NR > 1 && $4 == "0A" { split($2, a, ":"); print strtonum("0x" a[2]) }' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u)
+    local used port i low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    used=$(awk 'FNR > 1 { split($2, a, ":"); print a[2] }' /proc/net/tcp* | while read -r hex; do echo $((16#$hex)); done)
     for ((i = 0; i < 100; i++)); do
-        port=$((20000 + RANDOM % 40000))
-        grep -qx "$port" <<<"$used" || { echo "$port"; return; }
+        port=$((10000 + RANDOM % (low - 10000)))
+        grep -qx "$port" <<<"$used" || grep -qx "$port" <<<"$TAKEN" || { echo "$port"; return; }
     done
     die "no free port found"
+}
+TAKEN=""
+
+# A failed step says which it was and shows the end of the daemons' logs: some steps write only there.
+report_failure() {
+    local code=$? line=$1 cmd=$2 f
+    echo "ceph.sh: line $line failed ($code): $cmd" >&2
+    for f in "$DIR"/log/*; do
+        [ -s "$f" ] || continue
+        echo "--- last lines of $f" >&2
+        tail -n 15 "$f" >&2
+    done
 }
 
 # Waits until COMMAND succeeds, at most SECONDS (tenths of a second between tries).
@@ -61,10 +75,12 @@ start() {
     [ -f "$DIR/s3.env" ] && die "$DIR already holds a cluster (stop it first)"
     # A start that fails half way stops what it started.
     trap 'if [ ! -f "$DIR/s3.env" ]; then for d in "${DAEMONS[@]}"; do stop_daemon "${d%:*}" "${d#*:}"; done; fi' EXIT
+    trap 'report_failure "$LINENO" "$BASH_COMMAND"' ERR
     mkdir -p "$DIR"/{mon,osd,rgw,run,log}
     local fsid mon_port rgw_port store
     fsid=$(cat /proc/sys/kernel/random/uuid)
     mon_port=$(free_port)
+    TAKEN=$mon_port
     rgw_port=$(free_port)
     store=${ISR_CEPH_STORE:-memstore}
     cat >"$CONF" <<EOF

@@ -10,7 +10,7 @@ namespace Isr.Storage.Tests.Services;
 /// </summary>
 public sealed class CephCluster : IAsyncLifetime
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("isr-ceph-").FullName;
+    private string _dir = Directory.CreateTempSubdirectory("isr-ceph-").FullName;
     private Dictionary<string, string> _env = [];
     private bool _started;
 
@@ -45,6 +45,16 @@ public sealed class CephCluster : IAsyncLifetime
             return;
         }
         var (code, output) = await RunAsync(script, "start", _dir);
+        if (code != 0)
+        {
+            // A one-node cluster's start can lose a race for a port with the tests' own connections; one more try on
+            // fresh ports, saying so, before the tests that need it fail.
+            Console.Error.WriteLine($"*** ceph.sh start failed ({code}), trying once more: {output}");
+            await RunAsync(script, "stop", _dir);
+            DeleteDirectory();
+            _dir = Directory.CreateTempSubdirectory("isr-ceph-").FullName;
+            (code, output) = await RunAsync(script, "start", _dir);
+        }
         if (code != 0) throw new InvalidOperationException($"ceph.sh start failed ({code}): {output}");
         _started = true;
         _env = File.ReadAllLines(Path.Combine(_dir, "s3.env")).Select(l => l.Split('=', 2)).ToDictionary(p => p[0], p => p[1]);
@@ -55,6 +65,11 @@ public sealed class CephCluster : IAsyncLifetime
     public async Task DisposeAsync()
     {
         if (_started) await RunAsync(Path.Combine(RepoRoot(), "scripts", "services", "ceph.sh"), "stop", _dir);
+        DeleteDirectory();
+    }
+
+    private void DeleteDirectory()
+    {
         try { Directory.Delete(_dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
