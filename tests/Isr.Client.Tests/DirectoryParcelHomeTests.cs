@@ -332,4 +332,43 @@ public sealed class DirectoryParcelHomeTests : IDisposable
         await target.CommitAsync("p", rival, default);
         await Assert.ThrowsAsync<CommitConflictException>(() => Portable.ParcelCopy.CopyAsync(_home, target, "p", site, null, default));
     }
+
+    [Fact]
+    public async Task Opening_a_parcel_asks_for_its_record_and_its_history_at_once()
+    {
+        var (_, first) = await CreateParcel("p");
+        var home = new HistoryFirstHome(_home);
+
+        var opened = await Session.OpenedParcel.OpenAsync(home, _secrets, "p", default);
+
+        Assert.Equal(first.Mac, opened.Head.Mac);
+        Assert.True(home.AskedAtOnce, "the parcel's record was answered only after its history was asked for, so both were in flight together");
+    }
+
+    /// <summary>A home that answers for a parcel's record only once its history has been asked for too (or after 10 s):
+    /// sequential questions show as the long wait.</summary>
+    private sealed class HistoryFirstHome(IParcelHome inner) : IParcelHome
+    {
+        private readonly TaskCompletionSource _historyAsked = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public bool AskedAtOnce { get; private set; }
+        public string Describe => inner.Describe;
+        public IChunkStore Chunks => inner.Chunks;
+        public ValueTask<UserSecrets> UnlockAsync(string password, CancellationToken ct) => inner.UnlockAsync(password, ct);
+        public ValueTask ChangePasswordAsync(string oldPassword, string newPassword, CancellationToken ct) => inner.ChangePasswordAsync(oldPassword, newPassword, ct);
+        public ValueTask<IReadOnlyList<ParcelInfo>> ListParcelsAsync(CancellationToken ct) => inner.ListParcelsAsync(ct);
+        public ValueTask<VersionRecord> CreateParcelAsync(ParcelInfo parcel, VersionRecord first, CancellationToken ct) => inner.CreateParcelAsync(parcel, first, ct);
+        public ValueTask<VersionRecord> CommitAsync(string name, VersionRecord version, CancellationToken ct) => inner.CommitAsync(name, version, ct);
+
+        public async ValueTask<ParcelInfo> GetParcelAsync(string name, CancellationToken ct)
+        {
+            AskedAtOnce = await Task.WhenAny(_historyAsked.Task, Task.Delay(TimeSpan.FromSeconds(10), ct)) == _historyAsked.Task;
+            return await inner.GetParcelAsync(name, ct);
+        }
+
+        public ValueTask<IReadOnlyList<VersionRecord>> ListVersionsAsync(string name, CancellationToken ct)
+        {
+            _historyAsked.TrySetResult();
+            return inner.ListVersionsAsync(name, ct);
+        }
+    }
 }

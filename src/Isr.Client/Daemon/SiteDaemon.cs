@@ -86,10 +86,11 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         }
     }
 
-    /// <summary>What a first resume would wait for, done while the user is still typing: the QEMU probe (kept on disk
-    /// for later daemons too).</summary>
+    /// <summary>What a first resume would wait for, done while the user is still typing: the protocol's JSON metadata, and
+    /// the QEMU probe (kept on disk for later daemons too).</summary>
     private async Task WarmUpAsync()
     {
+        _ = DaemonJson.WarmUpAsync();
         try { await Isr.Vmm.QemuInstallation.Locate().GetCapabilitiesAsync(); }
         catch (Exception e) { log($"QEMU probe at start: {e.Message}"); } // the resume probes again and reports it
     }

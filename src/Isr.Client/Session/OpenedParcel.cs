@@ -22,9 +22,12 @@ public sealed class OpenedParcel
     /// <summary>Unwraps the parcel key and verifies every version record's MAC (a server or store cannot alter them unnoticed).</summary>
     public static async Task<OpenedParcel> OpenAsync(IParcelHome home, UserSecrets secrets, string name, CancellationToken ct)
     {
-        var info = await home.GetParcelAsync(name, ct);
+        // Both questions at once: each is a round trip to a server home, and a resume waits for them.
+        var infoTask = home.GetParcelAsync(name, ct).AsTask();
+        var versionsTask = home.ListVersionsAsync(name, ct).AsTask();
+        var info = await infoTask;
         var keys = secrets.UnwrapParcelKey(info.WrappedKey, info.Id);
-        var versions = await home.ListVersionsAsync(name, ct);
+        var versions = await versionsTask;
         if (versions.Count == 0) throw new MalformedDataException($"parcel '{name}' has no versions");
         var byMac = new Dictionary<string, VersionRecord>();
         foreach (var version in versions)
