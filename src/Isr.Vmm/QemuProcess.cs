@@ -104,7 +104,8 @@ internal sealed class QemuProcess : IAsyncDisposable
 
             try
             {
-                await Task.WhenAny(_exited, Task.Delay(20, timeoutCts.Token)).ConfigureAwait(false);
+                // A resume waits on this: a short poll (a file test) costs nothing beside QEMU's ~80 ms start.
+                await Task.WhenAny(_exited, Task.Delay(5, timeoutCts.Token)).ConfigureAwait(false);
                 timeoutCts.Token.ThrowIfCancellationRequested();
             }
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
