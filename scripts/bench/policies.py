@@ -82,13 +82,29 @@ def settle_memory():
 
 
 def qemu_cpu_ms(pid):
-    """User and system CPU of a process so far (QEMU's fault cost at load shows in the system part)."""
+    """User and system CPU of a process so far (QEMU's fault cost at load shows in the system part), and its page
+    faults (minor: what the host had to back)."""
     try:
         f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
         tick = os.sysconf("SC_CLK_TCK")
-        return {"user": int(f[11]) * 1000 // tick, "sys": int(f[12]) * 1000 // tick}
+        return {"user": int(f[11]) * 1000 // tick, "sys": int(f[12]) * 1000 // tick, "minflt": int(f[7])}
     except (OSError, IndexError, ValueError):
         return None
+
+
+def vmstat(names=("thp_fault_alloc", "thp_fault_fallback", "compact_stall", "pgfault")):
+    """Host-wide memory counters: their change over a timed resume says how many huge pages were backed on the way."""
+    values = {}
+    for line in open("/proc/vmstat"):
+        name, _, value = line.partition(" ")
+        if name in names:
+            values[name] = int(value)
+    return values
+
+
+def vmstat_delta(before):
+    after = vmstat()
+    return {k: after[k] - v for k, v in before.items() if k in after}
 
 
 def load_avg():
@@ -599,6 +615,7 @@ def run_isr(policy, rate, rundir, with_workload, st):
     con = Console(os.path.join(rundir, "console"), os.path.join(rundir, "console.log"))
     try:
         settle_memory()
+        counters = vmstat()
         t0 = time.monotonic()
         out = site.isr("resume", PARCEL, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0", "--json", *POLICIES[policy],
                        *(["--lookaside", lookaside] if lookaside else []))
@@ -607,7 +624,7 @@ def run_isr(policy, rate, rundir, with_workload, st):
         res = json.loads(out.stdout)  # the session's counters at cont (isr stat would also read keyring pages over the link)
         r.update(resume_s=round(t_pong - t0, 3), resume_cmd_s=round(t_ret - t0, 3), resume_to_cont_s=res.get("resumeSeconds"),
                  home_bytes_at_cont=res.get("homeBytes"), transfers_at_cont=res.get("transfers"), trace=res.get("trace"),
-                 lookaside_at_cont=res.get("lookaside"), qemu_cpu_at_pong=qemu_cpu_ms(site.qemu_pid()))
+                 lookaside_at_cont=res.get("lookaside"), qemu_cpu_at_pong=qemu_cpu_ms(site.qemu_pid()), vmstat_at_pong=vmstat_delta(counters))
         if with_workload:
             w, g = workload(con)
             s1 = site.stat().get("session") or {}
@@ -654,6 +671,7 @@ def run_plain(kind, rate, rundir, with_workload, st):
     if rate:
         netns("set-rate", rate)
     settle_memory()
+    counters = vmstat()
     t0 = time.monotonic()
     extra = ISR_MACHINE_ARGS if kind == "local-machine" else ()
     if kind in ("local", "local-machine"):
@@ -687,7 +705,8 @@ def run_plain(kind, rate, rundir, with_workload, st):
         vm.qmp.cmd("cont")
         t_cont = time.monotonic()
         t_pong = ping(vm.console, vm.alive)
-        r.update(resume_s=round(t_pong - t0, 3), resume_to_cont_s=round(t_cont - t0, 3), qemu_cpu_at_pong=qemu_cpu_ms(vm.qemu_pid()))
+        r.update(resume_s=round(t_pong - t0, 3), resume_to_cont_s=round(t_cont - t0, 3), qemu_cpu_at_pong=qemu_cpu_ms(vm.qemu_pid()),
+                 vmstat_at_pong=vmstat_delta(counters))
         if with_workload:
             w, g = workload(vm.console, vm.alive)
             r.update(workload_s=round(w, 2), guest_seconds=g)
