@@ -16,12 +16,13 @@ public sealed class BlobAccess(IMetadataStore metadata, IChunkStore chunks, Time
     public IChunkStore Chunks => chunks;
 
     /// <summary>Those of <paramref name="tags"/> the user cannot count on (not held or not stored), in input order.
-    /// Held ones get their last-seen time refreshed (garbage collection's grace period starts again).</summary>
-    public async Task<List<ChunkTag>> MissingAsync(long userId, IReadOnlyCollection<ChunkTag> tags, CancellationToken ct)
+    /// With <paramref name="touch"/>, held ones get their last-seen time refreshed (garbage collection's grace period
+    /// starts again).</summary>
+    public async Task<List<ChunkTag>> MissingAsync(long userId, IReadOnlyCollection<ChunkTag> tags, CancellationToken ct, bool touch = true)
     {
         var wanted = tags.Where(t => !t.IsZeroChunk).ToList();
         if (wanted.Count == 0) return [];
-        var held = await metadata.HeldBlobsAsync(userId, wanted, clock.GetUtcNow(), ct);
+        var held = await metadata.HeldBlobsAsync(userId, wanted, touch ? clock.GetUtcNow() : null, ct);
         var notStored = held.Count == 0 ? [] : (await chunks.MissingAsync(held.ToList(), ct)).ToHashSet();
         var seen = new HashSet<ChunkTag>();
         return wanted.Where(t => (!held.Contains(t) || notStored.Contains(t)) && seen.Add(t)).ToList();
@@ -45,8 +46,10 @@ public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
     private long _epoch = -1;
 
     /// <summary>Missing blobs (pages, chunks, the descriptor), empty if the version is complete.
-    /// Throws <see cref="ApiException"/> 400 if a page is not a keyring page.</summary>
-    public async Task<List<ChunkTag>> FindMissingAsync(long userId, VersionRecord version, CancellationToken ct)
+    /// Throws <see cref="ApiException"/> 400 if a page is not a keyring page. <paramref name="touch"/>: refresh the
+    /// last-seen time of what it asks about, as a commit must; a check that only learns the trees (at server start)
+    /// changes nothing.</summary>
+    public async Task<List<ChunkTag>> FindMissingAsync(long userId, VersionRecord version, CancellationToken ct, bool touch = true)
     {
         var epoch = await metadata.GetCollectionEpochAsync(ct);
         if (Interlocked.Exchange(ref _epoch, epoch) != epoch || _complete.Count + _held.Count > MaxRemembered)
@@ -56,7 +59,7 @@ public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
         }
 
         var missing = new List<ChunkTag>();
-        missing.AddRange(await blobs.MissingAsync(userId, version.SealedTags().ToList(), ct)); // descriptor, working set
+        missing.AddRange(await blobs.MissingAsync(userId, version.SealedTags().ToList(), ct, touch)); // descriptor, working set
         // The trees level by level: one holder query per level for its pages and one for its leaves' chunks. Two per page
         // (each a write transaction, as the query refreshes last-seen) cost a commit with a new memory image 0.1–0.4 s.
         var roots = version.TreeRootTags().Distinct().ToList();
@@ -67,7 +70,7 @@ public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
         var level = roots.Where(p => !_complete.ContainsKey((userId, p)) && visited.Add(p)).ToList();
         while (level.Count > 0)
         {
-            var absent = (await blobs.MissingAsync(userId, level, ct)).ToHashSet();
+            var absent = (await blobs.MissingAsync(userId, level, ct, touch)).ToHashSet();
             var leaves = new List<(ChunkTag Page, IReadOnlyList<ChunkTag> Chunks)>();
             var next = new List<ChunkTag>();
             foreach (var page in level)
@@ -83,7 +86,7 @@ public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
                 next.AddRange(parsed.Tags.Where(child => !_complete.ContainsKey((userId, child)) && visited.Add(child)));
             }
             var unknown = leaves.SelectMany(l => l.Chunks).Where(c => !_held.ContainsKey((userId, c))).Distinct().ToList();
-            var absentChunks = (await blobs.MissingAsync(userId, unknown, ct)).ToHashSet();
+            var absentChunks = (await blobs.MissingAsync(userId, unknown, ct, touch)).ToHashSet();
             foreach (var (page, chunks) in leaves)
             {
                 var gone = chunks.Where(absentChunks.Contains).ToList();

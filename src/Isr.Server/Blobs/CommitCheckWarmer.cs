@@ -6,7 +6,8 @@ namespace Isr.Server.Blobs;
 /// Checks every parcel's head once after the server starts, one parcel at a time, so that <see cref="CommitChecker"/>
 /// already knows those trees when the first check-in arrives: otherwise that commit walks the whole tree (~0.4 s on the
 /// realistic guest's 2 GiB disk, which took its check-in at 100 Mbit/s from 85% of the link to 75%).
-/// A failure here is only logged: the commit's own check still decides.
+/// A failure here is only logged: the commit's own check still decides. It only reads: a head's blobs need no fresh
+/// last-seen time to outlive garbage collection, and a server just migrated must still hold the rows it was given.
 /// </summary>
 internal sealed class CommitCheckWarmer(IMetadataStore metadata, CommitChecker checker, ILogger<CommitCheckWarmer> log) : BackgroundService
 {
@@ -21,7 +22,7 @@ internal sealed class CommitCheckWarmer(IMetadataStore metadata, CommitChecker c
                 var summary = await metadata.GetParcelSummaryAsync(parcel.Key, ct);
                 var head = summary is null ? null : (await metadata.ListVersionsAsync(parcel.Key, ct)).LastOrDefault(v => v.Number == summary.Head);
                 if (head is null) continue;
-                var missing = await checker.FindMissingAsync(parcel.OwnerId, head, ct);
+                var missing = await checker.FindMissingAsync(parcel.OwnerId, head, ct, touch: false);
                 if (missing.Count > 0) log.LogWarning("parcel {Owner}/{Parcel}: head version {Version} lacks {Count} blobs", parcel.Owner, parcel.Name, head.Number, missing.Count);
                 warmed++;
             }
