@@ -342,7 +342,7 @@ public sealed class DirectoryParcelHomeTests : IDisposable
         var opened = await Session.OpenedParcel.OpenAsync(home, _secrets, "p", default);
 
         Assert.Equal(first.Mac, opened.Head.Mac);
-        Assert.True(home.AskedAtOnce, "the parcel's record was answered only after its history was asked for, so both were in flight together");
+        Assert.True(home.AskedAtOnce, "the history was asked for only after the parcel's record had come back");
     }
 
     /// <summary>A home that answers for a parcel's record only once its history has been asked for too (or after 10 s):
