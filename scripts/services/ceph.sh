@@ -18,19 +18,18 @@ DIR=$(mkdir -p "$2" && cd "$2" && pwd)
 CONF=$DIR/ceph.conf
 DAEMONS=(rgw:10 osd:100 mon:100) # stop order, with each one's grace (tenths of a second)
 
-# A TCP port no socket uses (from the kernel's socket table; bounded tries), below the kernel's ephemeral range so
-# that an outgoing connection cannot take it between this choice and the daemon's bind.
+# A TCP port no socket uses (from the kernel's socket table; bounded tries) and not $1, below the kernel's ephemeral
+# range so that an outgoing connection cannot take it between this choice and the daemon's bind.
 free_port() {
-    local used port i low
+    local used port i low avoid=${1:-}
     low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
     used=$(awk 'FNR > 1 { split($2, a, ":"); print a[2] }' /proc/net/tcp* | while read -r hex; do echo $((16#$hex)); done)
     for ((i = 0; i < 100; i++)); do
         port=$((10000 + RANDOM % (low - 10000)))
-        grep -qx "$port" <<<"$used" || grep -qx "$port" <<<"$TAKEN" || { echo "$port"; return; }
+        [ "$port" != "$avoid" ] && ! grep -qx "$port" <<<"$used" && { echo "$port"; return; }
     done
     die "no free port found"
 }
-TAKEN=""
 
 # A failed step says which it was and shows the end of the daemons' logs: some steps write only there.
 report_failure() {
@@ -80,8 +79,7 @@ start() {
     local fsid mon_port rgw_port store
     fsid=$(cat /proc/sys/kernel/random/uuid)
     mon_port=$(free_port)
-    TAKEN=$mon_port
-    rgw_port=$(free_port)
+    rgw_port=$(free_port "$mon_port")
     store=${ISR_CEPH_STORE:-memstore}
     cat >"$CONF" <<EOF
 [global]

@@ -98,7 +98,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
             await qemu.GetCapabilitiesAsync();
             Isr.Vmm.VmDescriptor.FromJson((await Isr.Vmm.VmDescriptorFactory.CreateAsync(qemu, 1 << 20, "pc")).ToJsonUtf8());
         }
-        catch (Exception e) { log($"QEMU probe at start: {e.Message}"); } // the resume probes again and reports it
+        catch (Exception e) { log($"warm-up at start (QEMU probe, descriptor): {e.Message}"); } // the resume meets it again and reports it
     }
 
     /// <summary>One authorised request to the server, so that the first resume finds the HTTPS and JSON code ready.</summary>

@@ -26,7 +26,7 @@ internal static class ChunkEndpoints
         api.MapPost("/chunks/missing", async (HttpContext http, BlobAccess blobs, IOptions<IsrServerOptions> options, CancellationToken ct) =>
         {
             var tags = await Framing.ReadTagsAsync(http.Request.Body, options.Value.MaxTagsPerRequest, ct);
-            var missing = await blobs.MissingAsync(http.Session().UserId, tags, ct);
+            var missing = await blobs.MissingAsync(http.Session().UserId, tags, touch: true, ct);
             return Results.Bytes(Framing.EncodeTags(missing), Binary);
         });
 

@@ -145,7 +145,7 @@ internal static class ParcelEndpoints
 
     private static async Task RequireCompleteAsync(CommitChecker checker, long userId, VersionRecord version, CancellationToken ct)
     {
-        var missing = await checker.FindMissingAsync(userId, version, ct);
+        var missing = await checker.FindMissingAsync(userId, version, touch: true, ct);
         if (missing.Count > 0)
             throw new ApiException(409, "conflict", $"the version references {missing.Count} blobs the server does not hold") { Missing = missing.Select(t => t.ToString()).ToList() };
     }

@@ -18,7 +18,7 @@ public sealed class BlobAccess(IMetadataStore metadata, IChunkStore chunks, Time
     /// <summary>Those of <paramref name="tags"/> the user cannot count on (not held or not stored), in input order.
     /// With <paramref name="touch"/>, held ones get their last-seen time refreshed (garbage collection's grace period
     /// starts again).</summary>
-    public async Task<List<ChunkTag>> MissingAsync(long userId, IReadOnlyCollection<ChunkTag> tags, CancellationToken ct, bool touch = true)
+    public async Task<List<ChunkTag>> MissingAsync(long userId, IReadOnlyCollection<ChunkTag> tags, bool touch, CancellationToken ct)
     {
         var wanted = tags.Where(t => !t.IsZeroChunk).ToList();
         if (wanted.Count == 0) return [];
@@ -49,7 +49,7 @@ public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
     /// Throws <see cref="ApiException"/> 400 if a page is not a keyring page. <paramref name="touch"/>: refresh the
     /// last-seen time of what it asks about, as a commit must; a check that only learns the trees (at server start)
     /// changes nothing.</summary>
-    public async Task<List<ChunkTag>> FindMissingAsync(long userId, VersionRecord version, CancellationToken ct, bool touch = true)
+    public async Task<List<ChunkTag>> FindMissingAsync(long userId, VersionRecord version, bool touch, CancellationToken ct)
     {
         var epoch = await metadata.GetCollectionEpochAsync(ct);
         if (Interlocked.Exchange(ref _epoch, epoch) != epoch || _complete.Count + _held.Count > MaxRemembered)
@@ -59,7 +59,7 @@ public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
         }
 
         var missing = new List<ChunkTag>();
-        missing.AddRange(await blobs.MissingAsync(userId, version.SealedTags().ToList(), ct, touch)); // descriptor, working set
+        missing.AddRange(await blobs.MissingAsync(userId, version.SealedTags().ToList(), touch, ct)); // descriptor, working set
         // The trees level by level: one holder query per level for its pages and one for its leaves' chunks. Two per page
         // (each a write transaction, as the query refreshes last-seen) cost a commit with a new memory image 0.1–0.4 s.
         var roots = version.TreeRootTags().Distinct().ToList();
@@ -70,7 +70,7 @@ public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
         var level = roots.Where(p => !_complete.ContainsKey((userId, p)) && visited.Add(p)).ToList();
         while (level.Count > 0)
         {
-            var absent = (await blobs.MissingAsync(userId, level, ct, touch)).ToHashSet();
+            var absent = (await blobs.MissingAsync(userId, level, touch, ct)).ToHashSet();
             var leaves = new List<(ChunkTag Page, IReadOnlyList<ChunkTag> Chunks)>();
             var next = new List<ChunkTag>();
             foreach (var page in level)
@@ -86,7 +86,7 @@ public sealed class CommitChecker(IMetadataStore metadata, BlobAccess blobs)
                 next.AddRange(parsed.Tags.Where(child => !_complete.ContainsKey((userId, child)) && visited.Add(child)));
             }
             var unknown = leaves.SelectMany(l => l.Chunks).Where(c => !_held.ContainsKey((userId, c))).Distinct().ToList();
-            var absentChunks = (await blobs.MissingAsync(userId, unknown, ct, touch)).ToHashSet();
+            var absentChunks = (await blobs.MissingAsync(userId, unknown, touch, ct)).ToHashSet();
             foreach (var (page, chunks) in leaves)
             {
                 var gone = chunks.Where(absentChunks.Contains).ToList();

@@ -22,7 +22,7 @@ internal sealed class CommitCheckWarmer(IMetadataStore metadata, CommitChecker c
                 var summary = await metadata.GetParcelSummaryAsync(parcel.Key, ct);
                 var head = summary is null ? null : (await metadata.ListVersionsAsync(parcel.Key, ct)).LastOrDefault(v => v.Number == summary.Head);
                 if (head is null) continue;
-                var missing = await checker.FindMissingAsync(parcel.OwnerId, head, ct, touch: false);
+                var missing = await checker.FindMissingAsync(parcel.OwnerId, head, touch: false, ct);
                 if (missing.Count > 0) log.LogWarning("parcel {Owner}/{Parcel}: head version {Version} lacks {Count} blobs", parcel.Owner, parcel.Name, head.Number, missing.Count);
                 warmed++;
             }

@@ -48,9 +48,8 @@ public sealed class CephCluster : IAsyncLifetime
         if (code != 0)
         {
             // A one-node cluster's start can lose a race for a port with the tests' own connections; one more try on
-            // fresh ports, saying so, before the tests that need it fail.
+            // fresh ports, saying so, before the tests that need it fail (the failed start stopped what it started).
             Console.Error.WriteLine($"*** ceph.sh start failed ({code}), trying once more: {output}");
-            await RunAsync(script, "stop", _dir);
             DeleteDirectory();
             _dir = Directory.CreateTempSubdirectory("isr-ceph-").FullName;
             (code, output) = await RunAsync(script, "start", _dir);
