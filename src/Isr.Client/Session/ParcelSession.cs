@@ -188,6 +188,7 @@ public sealed class ParcelSession : IAsyncDisposable
             await session._vm.ContinueAsync(ct);
             if (!cold) session.SetGuestClockInBackground();
             trace?.Mark("cont");
+            trace?.MarkCost("daemon since the request");
             // The working set only after cont: alongside the memory image it shared the link with it and delayed the
             // resume (10 Mbit/s: 31 s against 17 s without it), while the guest needs none of it before it runs.
             session._transfers.StartWorkingSetReplay();
