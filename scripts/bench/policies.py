@@ -33,6 +33,7 @@ POLICIES = {  # isr resume flags per policy; proactive hoards first (unshaped: a
     "demand+staledongle": ["--policy", "demand", "--prefetch", "none"],
 }
 QEMU_TIMEOUT = 3600
+RUNNING_LINE = '{"progress":"the VM runs"}'  # isr resume --json on stderr at cont (ParcelSession.RunningMessage)
 # The devices isr's descriptor gives every parcel (VmDescriptorFactory) beyond the plain reference's disk and serial
 # port: the "local-machine" reference runs the same guest from local files on this machine, so that the comparison
 # with isr's proactive resume is between equal VMs (a VGA's 16 MiB of video memory and two more PCI devices load too).
@@ -609,6 +610,40 @@ def ping(con, alive=None):
     return con.wait(r"^ISR-PONG", m, 3600, alive)[0]
 
 
+def resume_and_ping(site, con, args):
+    """`isr resume ARGS --json`, the guest pinged as soon as isr reports that it runs (the progress line at `cont`), as
+    the references ping it right after their `cont`, not once the command has exited (its reply and exit took 0.08-0.14
+    s more). Falls back to pinging after the exit when no such line comes (a build without it). Returns the command's
+    stdout and the times it reported the VM running (None without that line), exited, and the guest answered."""
+    proc = subprocess.Popen(["ip", "netns", "exec", SITE_NS, ISR, "resume", *args, "--json"], env=site.env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    running, errors, marks = [], [], []
+
+    def watch_progress():
+        for line in proc.stderr:
+            errors.append(line)
+            if not running and line.strip() == RUNNING_LINE:
+                running.append(time.monotonic())
+                marks.append(con.mark()); con.send("ping")
+
+    watcher = threading.Thread(target=watch_progress, daemon=True)
+    watcher.start()
+    try:
+        out = proc.stdout.read()
+        proc.wait(timeout=3600)
+    finally:
+        if proc.poll() is None:
+            proc.kill(); proc.wait()
+    t_ret = time.monotonic()
+    watcher.join(60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"isr resume exited {proc.returncode}: {''.join(errors)[-2000:]}")
+    if not marks:
+        marks.append(con.mark()); con.send("ping")
+    t_pong = con.wait(r"^ISR-PONG", marks[0], 3600)[0]
+    return out, running[0] if running else None, t_ret, t_pong
+
+
 def workload(con, alive=None):
     m = con.mark(); t1 = time.monotonic(); con.send("run")
     t2, line = con.wait(r"^ISR-WORKLOAD-DONE", m, 7200, alive)
@@ -648,12 +683,11 @@ def run_isr(policy, rate, rundir, with_workload, st):
         settle_memory()
         counters, faults = vmstat(), process_faults()
         t0 = time.monotonic()
-        out = site.isr("resume", PARCEL, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0", "--json", *POLICIES[policy],
-                       *(["--lookaside", lookaside] if lookaside else []))
-        t_ret = time.monotonic()
-        t_pong = ping(con)
-        res = json.loads(out.stdout)  # the session's counters at cont (isr stat would also read keyring pages over the link)
+        out, t_running, t_ret, t_pong = resume_and_ping(site, con, [PARCEL, "--headless", "--serial-pipe", con.base, "--trickle-limit", "0",
+                                                                   *POLICIES[policy], *(["--lookaside", lookaside] if lookaside else [])])
+        res = json.loads(out)  # the session's counters at cont (isr stat would also read keyring pages over the link)
         r.update(resume_s=round(t_pong - t0, 3), resume_cmd_s=round(t_ret - t0, 3), resume_to_cont_s=res.get("resumeSeconds"),
+                 resume_running_s=t_running and round(t_running - t0, 3),
                  home_bytes_at_cont=res.get("homeBytes"), transfers_at_cont=res.get("transfers"), trace=res.get("trace"),
                  lookaside_at_cont=res.get("lookaside"), qemu_cpu_at_pong=qemu_cpu_ms(site.qemu_pid()), vmstat_at_pong=vmstat_delta(counters),
                  faults_at_pong=process_faults_delta(faults))

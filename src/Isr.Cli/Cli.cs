@@ -21,7 +21,7 @@ public static class Cli
     {
         Description = "Read the password from this file (else ISR_PASSWORD, else a prompt)",
     };
-    public static readonly Option<bool> Json = new("--json") { Description = "Machine-readable output" };
+    public static readonly Option<bool> Json = new("--json") { Description = "Machine-readable output (progress, if any, as JSON lines on stderr)" };
     public static readonly Argument<string> Parcel = new("PARCEL") { Description = "Parcel name" };
 
     public static SiteDirectory Site() => new(SiteDirectory.DefaultRoot());
@@ -46,7 +46,8 @@ public static class Cli
     /// `isr login`), else with the given one or one asked for (once per command: a retried request reuses it).</summary>
     public static async Task<JsonElement?> SendNeedingKeysAsync(ParseResult parse, SiteDirectory site, DaemonRequest request, CancellationToken ct)
     {
-        void Report(string m) { if (!parse.GetValue(Json)) Console.Error.WriteLine($"isr: {m}"); }
+        // With --json on stderr too, one object a line, so that a script can act on a step as it happens ("the VM runs").
+        void Report(string m) => Console.Error.WriteLine(parse.GetValue(Json) ? $"{{\"progress\":\"{JsonEncodedText.Encode(m)}\"}}" : $"isr: {m}");
         request = request with { Password = request.Password ?? GivenPassword(parse) ?? _asked };
         try { return await DaemonClient.SendAsync(site, request, Report, ct); }
         catch (DaemonException e) when (e.Kind == nameof(PasswordNeededException) && request.Password is null)

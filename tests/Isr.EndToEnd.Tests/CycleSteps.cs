@@ -46,8 +46,10 @@ public static class CycleSteps
     public static async Task<string> ResumeWhereItStoppedAsync(TestSite site, Tick before)
     {
         var console = Path.Combine(site.Root, $"console-{site.Name}.log");
-        var resumed = await site.IsrJsonAsync("resume", "box", "--headless", "--serial", console);
+        var (resumed, progress) = await site.IsrJsonAndStderrAsync("resume", "box", "--headless", "--serial", console);
         Assert.False(resumed.GetProperty("coldBoot").GetBoolean());
+        // Under --json the progress lines are JSON on stderr, the guest's start among them: a script can act on it then.
+        Assert.Contains("{\"progress\":\"the VM runs\"}", progress.Split('\n').Select(line => line.Trim()));
         var first = (await WaitForTicksAsync(site, console, 2))[0];
         Assert.Equal(before.Seed, first.Seed);
         Assert.Equal(before.Boot, first.Boot);

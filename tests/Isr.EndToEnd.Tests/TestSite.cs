@@ -66,13 +66,18 @@ public sealed class TestSite : IAsyncDisposable
         _qemuPids.Clear();
     }
 
-    private async Task<JsonElement> IsrJsonAsync(string? killAt, string[] args)
+    private async Task<JsonElement> IsrJsonAsync(string? killAt, string[] args) => (await IsrJsonAndStderrAsync(killAt, args)).Json;
+
+    /// <summary>Like <see cref="IsrJsonAsync(string[])"/>, also returning what the command wrote on stderr (its progress lines).</summary>
+    public Task<(JsonElement Json, string Stderr)> IsrJsonAndStderrAsync(params string[] args) => IsrJsonAndStderrAsync(null, args);
+
+    private async Task<(JsonElement Json, string Stderr)> IsrJsonAndStderrAsync(string? killAt, string[] args)
     {
         var (code, stdout, stderr) = await IsrWithPasswordAsync(Password, [.. args, "--json"], killAt is null ? null : new() { ["ISR_KILL_AT"] = killAt });
         Assert.True(code == 0, $"isr {string.Join(' ', args)} exited {code}\nstdout: {stdout}\nstderr: {stderr}\ndaemon log: {DaemonLog()}");
         var json = JsonDocument.Parse(stdout).RootElement.Clone();
         TrackQemu(json);
-        return json;
+        return (json, stderr);
     }
 
     /// <summary>Remembers the QEMU a resume reported, to kill it by PID at disposal.</summary>

@@ -107,6 +107,9 @@ public sealed class ParcelSession : IAsyncDisposable
         _serving = _nbd.ServeAsync(NbdSocket, _stop.Token);
     }
 
+    /// <summary>Reported the moment the guest runs, before the session's bookkeeping and the reply.</summary>
+    public const string RunningMessage = "the VM runs";
+
     private string NbdSocket => Path.Combine(_site.SessionRunDirectory(_parcel.Name), "nbd.sock");
     private string QmpSocket => Path.Combine(_site.SessionRunDirectory(_parcel.Name), "qmp.sock");
 
@@ -186,6 +189,7 @@ public sealed class ParcelSession : IAsyncDisposable
             if (await session._transfers.PrefetchWorkingSetHeadAsync(rate, (long)(fetcher.Counters.HomeBytes * options.WorkingSetBeforeCont), ct) is var (head, planned))
                 trace?.Mark($"working-set head fetched ({planned} chunks planned{(rate > 0 ? $" at {rate * 8 / 1e6:F1} Mbit/s" : "")}, {head / 1e6:F1} MB)");
             await session._vm.ContinueAsync(ct);
+            progress?.Report(RunningMessage);
             if (!cold) session.SetGuestClockInBackground();
             trace?.Mark("cont");
             trace?.MarkCost("daemon since the request");
