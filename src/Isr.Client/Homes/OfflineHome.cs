@@ -26,6 +26,10 @@ public sealed class OfflineHome(ServerParcelHome server, Site.SiteDirectory site
     public static void Save(Site.SiteDirectory site, ParcelInfo parcel, IReadOnlyList<VersionRecord> versions) =>
         Durable.WriteFileAtomically(ViewPath(site, parcel.Name), JsonSerializer.SerializeToUtf8Bytes(new View(parcel, versions.ToList()), Json));
 
+    /// <summary>Writes and reads back a view in memory only: the daemon's warm-up (its JSON metadata, built once).</summary>
+    public static void WarmUp(ParcelInfo parcel, IReadOnlyList<VersionRecord> versions) =>
+        JsonSerializer.Deserialize<View>(JsonSerializer.SerializeToUtf8Bytes(new View(parcel, versions.ToList()), Json), Json);
+
     /// <summary>The versions saved at the last connected resume of <paramref name="name"/>, or null if there was none.</summary>
     public static IReadOnlyList<VersionRecord>? SavedVersions(Site.SiteDirectory site, string name) =>
         File.Exists(ViewPath(site, name)) ? Load(site, name).Versions : null;
