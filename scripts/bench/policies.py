@@ -84,15 +84,21 @@ def settle_memory():
                 buf[offset] = 1
 
 
+def proc_stat(pid):
+    """A process's name, user and system CPU (ms) and minor page faults so far, from /proc/PID/stat; None once gone."""
+    try:
+        head, _, tail = open(f"/proc/{pid}/stat").read().rpartition(")")
+        f, tick = tail.split(), os.sysconf("SC_CLK_TCK")
+        return {"name": head.partition("(")[2], "user": int(f[11]) * 1000 // tick, "sys": int(f[12]) * 1000 // tick, "minflt": int(f[7])}
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def qemu_cpu_ms(pid):
     """User and system CPU of a process so far (QEMU's fault cost at load shows in the system part), and its page
     faults (minor: what the host had to back)."""
-    try:
-        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        tick = os.sysconf("SC_CLK_TCK")
-        return {"user": int(f[11]) * 1000 // tick, "sys": int(f[12]) * 1000 // tick, "minflt": int(f[7])}
-    except (OSError, IndexError, ValueError):
-        return None
+    st = proc_stat(pid)
+    return st and {k: st[k] for k in ("user", "sys", "minflt")}
 
 
 def vmstat(names=("thp_fault_alloc", "thp_fault_fallback", "compact_stall", "pgfault")):
@@ -113,15 +119,10 @@ def vmstat_delta(before):
 def process_faults():
     """Per process (pid: name, minor faults, CPU ms) and the harness's reaped children together: which processes made
     the host back memory over a timed resume (vmstat's pgfault counts them all at once)."""
-    tick, procs = os.sysconf("SC_CLK_TCK"), {}
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                head, _, tail = open(f"/proc/{pid}/stat").read().rpartition(")")
-                f = tail.split()
-                procs[int(pid)] = (head.partition("(")[2], int(f[7]), (int(f[11]) + int(f[12])) * 1000 // tick)
-            except (OSError, IndexError, ValueError):
-                pass
+    procs = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if st := proc_stat(pid):
+            procs[int(pid)] = (st["name"], st["minflt"], st["user"] + st["sys"])
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     procs[0] = ("reaped children of the harness", kids.ru_minflt, int((kids.ru_utime + kids.ru_stime) * 1000))
     return procs
@@ -605,9 +606,14 @@ def prepare_lookaside(st, image, cells):
 
 
 # ------------------------------------------------------------------ one run of a cell
-def ping(con, alive=None):
+def send_ping(con):
+    """Writes `ping` on the guest's console; returns the mark to wait for its answer from."""
     m = con.mark(); con.send("ping")
-    return con.wait(r"^ISR-PONG", m, 3600, alive)[0]
+    return m
+
+
+def ping(con, alive=None):
+    return con.wait(r"^ISR-PONG", send_ping(con), 3600, alive)[0]
 
 
 def resume_and_ping(site, con, args):
@@ -617,14 +623,13 @@ def resume_and_ping(site, con, args):
     stdout and the times it reported the VM running (None without that line), exited, and the guest answered."""
     proc = subprocess.Popen(["ip", "netns", "exec", SITE_NS, ISR, "resume", *args, "--json"], env=site.env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    running, errors, marks = [], [], []
+    errors, pinged = [], []  # pinged: (when isr said the VM runs, the console mark of the ping)
 
     def watch_progress():
         for line in proc.stderr:
             errors.append(line)
-            if not running and line.strip() == RUNNING_LINE:
-                running.append(time.monotonic())
-                marks.append(con.mark()); con.send("ping")
+            if not pinged and line.strip() == RUNNING_LINE:
+                pinged.append((time.monotonic(), send_ping(con)))
 
     watcher = threading.Thread(target=watch_progress, daemon=True)
     watcher.start()
@@ -638,10 +643,8 @@ def resume_and_ping(site, con, args):
     watcher.join(60)
     if proc.returncode != 0:
         raise RuntimeError(f"isr resume exited {proc.returncode}: {''.join(errors)[-2000:]}")
-    if not marks:
-        marks.append(con.mark()); con.send("ping")
-    t_pong = con.wait(r"^ISR-PONG", marks[0], 3600)[0]
-    return out, running[0] if running else None, t_ret, t_pong
+    t_running, mark = pinged[0] if pinged else (None, send_ping(con))
+    return out, t_running, t_ret, con.wait(r"^ISR-PONG", mark, 3600)[0]
 
 
 def workload(con, alive=None):

@@ -46,8 +46,12 @@ public static class Cli
     /// `isr login`), else with the given one or one asked for (once per command: a retried request reuses it).</summary>
     public static async Task<JsonElement?> SendNeedingKeysAsync(ParseResult parse, SiteDirectory site, DaemonRequest request, CancellationToken ct)
     {
-        // With --json on stderr too, one object a line, so that a script can act on a step as it happens ("the VM runs").
-        void Report(string m) => Console.Error.WriteLine(parse.GetValue(Json) ? $"{{\"progress\":\"{JsonEncodedText.Encode(m)}\"}}" : $"isr: {m}");
+        // Under --json as JSON lines, so that a script can act on a step as it happens ("the VM runs").
+        void Report(string m)
+        {
+            if (parse.GetValue(Json)) Commands.Progress.WriteJsonLine("progress", m);
+            else Console.Error.WriteLine($"isr: {m}");
+        }
         request = request with { Password = request.Password ?? GivenPassword(parse) ?? _asked };
         try { return await DaemonClient.SendAsync(site, request, Report, ct); }
         catch (DaemonException e) when (e.Kind == nameof(PasswordNeededException) && request.Password is null)

@@ -1,4 +1,6 @@
+using System.Buffers;
 using System.CommandLine;
+using System.Text;
 using System.Text.Json;
 using Isr.Client.Daemon;
 using Isr.Client.Session;
@@ -45,7 +47,7 @@ public static class Progress
     {
         if (parse.GetValue(Cli.Json))
         {
-            await work(new InlineProgress<Waiting>(w => Console.Error.WriteLine(JsonSerializer.Serialize(new { waiting = w.Json }, DaemonJson.Options))));
+            await work(new InlineProgress<Waiting>(w => WriteJsonLine("waiting", w.Json)));
             return;
         }
         if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
@@ -65,6 +67,22 @@ public static class Progress
                 if (w.Fraction is { } f) task.Value = f;
             }));
         });
+    }
+
+    /// <summary>One line {"NAME":VALUE} on stderr, what a script reads under --json while a command runs (stdout keeps
+    /// the one result). Written around the value rather than as an object's properties, so that a plain string (the
+    /// daemon's progress during a resume) costs the CLI no serializer metadata.</summary>
+    public static void WriteJsonLine(string name, object value)
+    {
+        var line = new ArrayBufferWriter<byte>();
+        using (var json = new Utf8JsonWriter(line, new JsonWriterOptions { Encoder = DaemonJson.Options.Encoder }))
+        {
+            json.WriteStartObject();
+            json.WritePropertyName(name);
+            JsonSerializer.Serialize(json, value, value.GetType(), DaemonJson.Options);
+            json.WriteEndObject();
+        }
+        Console.Error.WriteLine(Encoding.UTF8.GetString(line.WrittenSpan));
     }
 
     public sealed record Waiting(string Text, double? Fraction, object Json);

@@ -24,17 +24,22 @@ public sealed class OfflineHome(ServerParcelHome server, Site.SiteDirectory site
 
     /// <summary>Saves what a connected resume saw, for the next disconnected one.</summary>
     public static void Save(Site.SiteDirectory site, ParcelInfo parcel, IReadOnlyList<VersionRecord> versions) =>
-        Durable.WriteFileAtomically(ViewPath(site, parcel.Name), JsonSerializer.SerializeToUtf8Bytes(new View(parcel, versions.ToList()), Json));
+        Durable.WriteFileAtomically(ViewPath(site, parcel.Name), Encode(parcel, versions));
 
     /// <summary>Writes and reads back a view in memory only: the daemon's warm-up (its JSON metadata, built once).</summary>
     public static void WarmUp(ParcelInfo parcel, IReadOnlyList<VersionRecord> versions) =>
-        JsonSerializer.Deserialize<View>(JsonSerializer.SerializeToUtf8Bytes(new View(parcel, versions.ToList()), Json), Json);
+        Decode(Encode(parcel, versions));
 
     /// <summary>The versions saved at the last connected resume of <paramref name="name"/>, or null if there was none.</summary>
     public static IReadOnlyList<VersionRecord>? SavedVersions(Site.SiteDirectory site, string name) =>
         File.Exists(ViewPath(site, name)) ? Load(site, name).Versions : null;
 
-    private static View Load(Site.SiteDirectory site, string name) => JsonSerializer.Deserialize<View>(File.ReadAllBytes(ViewPath(site, name)), Json)!;
+    private static View Load(Site.SiteDirectory site, string name) => Decode(File.ReadAllBytes(ViewPath(site, name)));
+
+    private static byte[] Encode(ParcelInfo parcel, IReadOnlyList<VersionRecord> versions) =>
+        JsonSerializer.SerializeToUtf8Bytes(new View(parcel, versions.ToList()), Json);
+
+    private static View Decode(byte[] saved) => JsonSerializer.Deserialize<View>(saved, Json)!;
 
     private View Saved(string name) =>
         File.Exists(ViewPath(site, name)) ? Load(site, name)
