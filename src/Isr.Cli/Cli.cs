@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using Isr.Client.Daemon;
 using Isr.Client.Homes;
 using Isr.Client.Session;
@@ -49,7 +50,7 @@ public static class Cli
         // Under --json as JSON lines, so that a script can act on a step as it happens ("the VM runs").
         void Report(string m)
         {
-            if (parse.GetValue(Json)) Commands.Progress.WriteJsonLine("progress", m);
+            if (parse.GetValue(Json)) Commands.Progress.WriteJsonLine("progress", System.Text.Json.Nodes.JsonValue.Create(m));
             else Console.Error.WriteLine($"isr: {m}");
         }
         request = request with { Password = request.Password ?? GivenPassword(parse) ?? _asked };
@@ -73,9 +74,10 @@ public static class Cli
         return password;
     }
 
-    public static void Print(ParseResult parse, object result, Action human)
+    /// <summary>The result as one JSON document on stdout under --json, else as the human reads it.</summary>
+    public static void Print<T>(ParseResult parse, T result, JsonTypeInfo<T> json, Action human)
     {
-        if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(result, DaemonJson.Options));
+        if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(result, json));
         else human();
     }
 

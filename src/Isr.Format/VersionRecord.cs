@@ -93,14 +93,13 @@ public sealed record VersionRecord
         return HMACSHA256.HashData(keys.VersionMacKey, b.ToArray());
     }
 
-    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase, RespectNullableAnnotations = true };
-    public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, Json);
+    public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, VersionRecordJsonContext.Default.VersionRecord);
 
     public static VersionRecord FromJson(ReadOnlySpan<byte> json)
     {
         try
         {
-            return JsonSerializer.Deserialize<VersionRecord>(json, Json) ?? throw new MalformedDataException("empty version record");
+            return JsonSerializer.Deserialize(json, VersionRecordJsonContext.Default.VersionRecord) ?? throw new MalformedDataException("empty version record");
         }
         catch (JsonException e)
         {
@@ -108,3 +107,7 @@ public sealed record VersionRecord
         }
     }
 }
+
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, RespectNullableAnnotations = true)]
+[JsonSerializable(typeof(VersionRecord))]
+internal sealed partial class VersionRecordJsonContext : JsonSerializerContext;

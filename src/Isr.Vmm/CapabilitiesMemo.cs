@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 
 namespace Isr.Vmm;
 
@@ -32,7 +33,7 @@ internal static class CapabilitiesMemo
         if (!File.Exists(path)) return null;
         try
         {
-            return JsonSerializer.Deserialize<SiteCapabilities>(File.ReadAllBytes(path));
+            return JsonSerializer.Deserialize(File.ReadAllBytes(path), CapabilitiesJsonContext.Default.SiteCapabilities);
         }
         catch (Exception e) when (e is IOException or JsonException or UnauthorizedAccessException)
         {
@@ -48,7 +49,7 @@ internal static class CapabilitiesMemo
         {
             Directory.CreateDirectory(directory);
             var temp = $"{path}.{Environment.ProcessId}.tmp";
-            File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes(capabilities));
+            File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes(capabilities, CapabilitiesJsonContext.Default.SiteCapabilities));
             File.Move(temp, path, overwrite: true);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // a read-only home: probe each time
@@ -72,3 +73,6 @@ internal static class CapabilitiesMemo
         catch (IOException) { return ""; }
     }
 }
+
+[JsonSerializable(typeof(SiteCapabilities))]
+internal sealed partial class CapabilitiesJsonContext : JsonSerializerContext;

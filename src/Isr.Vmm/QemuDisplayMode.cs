@@ -1,6 +1,9 @@
+using System.Text.Json.Serialization;
+
 namespace Isr.Vmm;
 
 /// <summary>How this site shows the guest's display adapter. Never changes the guest's devices.</summary>
+[JsonConverter(typeof(CamelCaseEnumConverter<QemuDisplayMode>))]
 public enum QemuDisplayMode
 {
     /// <summary><c>-display none</c>: no output anywhere.</summary>

@@ -196,7 +196,7 @@ public sealed class QmpClient : IAsyncDisposable
         JsonElement root;
         try
         {
-            root = JsonSerializer.Deserialize<JsonElement>(line);
+            root = JsonElement.Parse(line);
         }
         catch (JsonException)
         {

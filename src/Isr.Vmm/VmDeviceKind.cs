@@ -1,6 +1,9 @@
+using System.Text.Json.Serialization;
+
 namespace Isr.Vmm;
 
 /// <summary>What a guest-visible device is for; decides which host backend it is wired to.</summary>
+[JsonConverter(typeof(CamelCaseEnumConverter<VmDeviceKind>))]
 public enum VmDeviceKind
 {
     /// <summary>The parcel disk (backed by the site's block backend, normally our NBD server).</summary>

@@ -77,9 +77,9 @@ public static class BackupCommand
     {
         var site = Cli.Site();
         var result = await Progress.RunAsync(parse, $"copying {name}", progress => ParcelCopy.CopyAsync(from, to, name, site.Identity, progress, ct));
-        var json = System.Text.Json.JsonSerializer.SerializeToNode(result, Isr.Client.Daemon.DaemonJson.Options)!.AsObject();
+        var json = System.Text.Json.JsonSerializer.SerializeToNode(result, CliJsonContext.Default.CopyResult)!.AsObject();
         if (recoveryKey is not null) json["recoveryKey"] = recoveryKey;
-        Cli.Print(parse, json, () =>
+        Cli.Print(parse, json, CliJsonContext.Default.JsonObject, () =>
         {
             AnsiConsole.WriteLine($"{name}: {result.VersionsCopied} versions and {result.BlobsCopied} blobs ({Cli.Bytes(result.BytesCopied)}) copied from {result.From} to {result.To}; {result.Versions} versions in all");
             if (recoveryKey is not null)

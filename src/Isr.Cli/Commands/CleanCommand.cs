@@ -7,6 +7,8 @@ namespace Isr.Cli.Commands;
 /// <summary>`isr clean PARCEL`: remove this site's state for a parcel and release its lock.</summary>
 public static class CleanCommand
 {
+    public sealed record Cleaned(string Parcel, bool LockReleased);
+
     public static Command Build()
     {
         var force = new Option<bool>("--force") { Description = "Also drop a suspended version that was never checked in" };
@@ -26,7 +28,7 @@ public static class CleanCommand
                 released = true;
             }
             if (Directory.Exists(site.ParcelDirectory(name))) Directory.Delete(site.ParcelDirectory(name), recursive: true);
-            Cli.Print(parse, new { parcel = name, lockReleased = released },
+            Cli.Print(parse, new Cleaned(name, released), CliJsonContext.Default.Cleaned,
                 () => AnsiConsole.MarkupLineInterpolated($"removed this site's state for [bold]{name}[/]{(released ? " and released its lock" : "")}"));
             return 0;
         });

@@ -9,6 +9,8 @@ namespace Isr.Cli.Commands;
 /// <summary>`isr create PARCEL --from IMAGE`: encrypt an existing VM image into the store as a new parcel.</summary>
 public static class CreateCommand
 {
+    public sealed record Created(string Parcel, long Version, long DiskSize, int ChunkSize, Isr.Vmm.VmDescriptor Descriptor);
+
     public static Command Build()
     {
         var from = new Option<FileInfo>("--from") { Description = "VM disk image to import (raw, qcow2, vmdk, … anything qemu-img reads)", Required = true };
@@ -40,7 +42,7 @@ public static class CreateCommand
             var version = await Progress.RunAsync(parse, $"importing {Path.GetFileName(image)}", progress =>
                 ParcelImporter.ImportAsync(home, secrets, site, name, image, (int)Size.Parse(parse.GetValue(chunkSize)!), descriptor, progress, ct));
             site.UpdateLocal(name, s => s with { Store = home is DirectoryParcelHome d ? d.Root : "" });
-            Cli.Print(parse, new { parcel = name, version = version.Number, diskSize = version.DiskSize, chunkSize = version.ChunkSize, descriptor },
+            Cli.Print(parse, new Created(name, version.Number, version.DiskSize, version.ChunkSize, descriptor), CliJsonContext.Default.Created,
                 () => AnsiConsole.MarkupLineInterpolated($"created parcel [bold]{name}[/] version {version.Number}: {Cli.Bytes(version.DiskSize)} disk, {descriptor.MachineType}, {Cli.Bytes(descriptor.MemoryBytes)} RAM, in {home.Describe}"));
             return 0;
         });

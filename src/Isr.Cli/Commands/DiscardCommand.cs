@@ -9,6 +9,8 @@ namespace Isr.Cli.Commands;
 /// <summary>`isr discard PARCEL`: drop this site's changes since the last version.</summary>
 public static class DiscardCommand
 {
+    public sealed record DiscardResult(string Parcel, long Version, bool Discarded);
+
     public static Command Build()
     {
         var command = new Command("discard", "Drop this site's disk changes made since the parcel's last version") { Cli.Parcel, Cli.Store, Cli.Json };
@@ -24,7 +26,7 @@ public static class DiscardCommand
             bool had = DirtyJournal.PeekBaseVersion(site.JournalPath(name)) is not null && new FileInfo(site.JournalPath(name)).Length > 13;
             DirtyJournal.WriteEmpty(site.JournalPath(name), head.Number);
             site.UpdateLocal(name, s => s with { Interrupted = null, JournalRebase = null });
-            Cli.Print(parse, new { parcel = name, version = head.Number, discarded = had },
+            Cli.Print(parse, new DiscardResult(name, head.Number, had), CliJsonContext.Default.DiscardResult,
                 () => AnsiConsole.MarkupLineInterpolated($"{(had ? "discarded local changes of" : "no local changes in")} [bold]{name}[/]; it is at version {head.Number}"));
             return 0;
         });

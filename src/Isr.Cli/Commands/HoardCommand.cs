@@ -65,7 +65,7 @@ public static class HoardCommand
             var result = await Progress.RunAsync(parse, $"hoarding {name} v{target.Number}", progress =>
                 hoarder.HoardAsync(name, target, new Progress<HoardProgress>(p => progress.Report(p.ToFetch == 0 ? 1 : (double)p.Done / p.ToFetch)),
                     warning => { if (!json) Console.Error.WriteLine($"isr: warning: {warning}"); }, ct));
-            Cli.Print(parse, result, () => AnsiConsole.WriteLine(
+            Cli.Print(parse, result, CliJsonContext.Default.HoardResult, () => AnsiConsole.WriteLine(
                 $"{name} version {result.Version}: {result.Blobs} blobs; fetched {result.Fetched} ({Cli.Bytes(result.BytesFetched)}) in {result.Seconds:F1} s, " +
                 $"{result.AlreadyCached} were cached{(rate is double lim ? $"; limited to {lim / 1e6:F2} MB/s" : "")}"));
             return 0;
@@ -82,7 +82,7 @@ public static class HoardCommand
         using var server = LoggedIn(site);
         var request = await server.RequestHoardAsync(parcel, other, version, ct);
         var which = version is long v ? $"version {v}" : "(newest version)";
-        Cli.Print(parse, request, () => AnsiConsole.MarkupLineInterpolated(
+        Cli.Print(parse, request, CliJsonContext.Default.HoardRequestRecord, () => AnsiConsole.MarkupLineInterpolated(
             $"requested: site [bold]{request.SiteName}[/] hoards {parcel} {which}: request {request.Id}, {request.State}. Its daemon picks it up when it runs ('isr hoard --requests' follows it)."));
         return 0;
     }
@@ -91,7 +91,7 @@ public static class HoardCommand
     {
         using var server = LoggedIn(site);
         var list = await server.ListHoardRequestsAsync(ct);
-        Cli.Print(parse, list, () =>
+        Cli.Print(parse, list, CliJsonContext.Default.IReadOnlyListHoardRequestRecord, () =>
         {
             if (list.Count == 0) Console.WriteLine("no hoard requests");
             foreach (var r in list) AnsiConsole.MarkupLineInterpolated($"{r.Id}  [bold]{r.Parcel}[/] at site {r.SiteName}: {Describe(r)}");

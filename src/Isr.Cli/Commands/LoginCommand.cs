@@ -8,6 +8,8 @@ namespace Isr.Cli.Commands;
 /// <summary>`isr login`: pin the server's certificate, authenticate without sending the password, keep the wrapped secrets.</summary>
 public static class LoginCommand
 {
+    public sealed record LoggedIn(string Server, string User, string Fingerprint, Isr.Client.Site.SiteIdentity Site);
+
     public static Command Build()
     {
         var server = new Option<string>("--server") { Description = "Server URL, e.g. https://isr.example.org:8443", Required = true };
@@ -47,7 +49,7 @@ public static class LoginCommand
                 }
                 catch (DaemonException e) { Console.Error.WriteLine($"isr: warning: the site daemon does not keep the keys ({e.Message}); resume will ask for the password"); }
             }
-            Cli.Print(parse, new { login.Server, login.User, login.Fingerprint, site = identity },
+            Cli.Print(parse, new LoggedIn(login.Server, login.User, login.Fingerprint, identity), CliJsonContext.Default.LoggedIn,
                 () => AnsiConsole.MarkupLineInterpolated($"logged in to {login.Server} as [bold]{login.User}[/] from site {identity.Name}"));
             return 0;
         });

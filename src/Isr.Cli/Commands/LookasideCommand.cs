@@ -10,6 +10,8 @@ namespace Isr.Cli.Commands;
 /// </summary>
 public static class LookasideCommand
 {
+    public sealed record Indexed(string Media, int Files, int Chunks, string Index);
+
     public static Command BuildDongle()
     {
         var path = new Argument<string>("PATH") { Description = "The dongle's directory (made if absent or empty)" };
@@ -20,7 +22,7 @@ public static class LookasideCommand
         write.SetAction(async (parse, ct) =>
         {
             var result = await WriteAsync(parse, parse.GetValue(Cli.Parcel)!, parse.GetValue(path)!, ct);
-            Cli.Print(parse, result, () => PrintWritten(result));
+            Cli.Print(parse, result, CliJsonContext.Default.DongleWriteResult, () => PrintWritten(result));
             return 0;
         });
         return new Command("dongle", "A removable medium holding a parcel's recent blobs, read at resume with --lookaside") { write };
@@ -55,7 +57,7 @@ public static class LookasideCommand
                 MediaIndex.BuildAsync(media, (int)Size.Parse(parse.GetValue(chunkSize)!), codec, progress, ct));
             var file = MediaIndex.SitePath(site, media);
             Isr.Client.Durable.WriteFileAtomically(file, built.Seal(secrets));
-            Cli.Print(parse, new { media, files = built.Files.Count, chunks = built.Chunks.Count, index = file },
+            Cli.Print(parse, new Indexed(media, built.Files.Count, built.Chunks.Count, file), CliJsonContext.Default.Indexed,
                 () => AnsiConsole.WriteLine($"indexed {media}: {built.Files.Count} files, {built.Chunks.Count} distinct non-zero chunks; use it with 'isr resume --lookaside {media}'"));
             return 0;
         });
@@ -69,7 +71,7 @@ public static class LookasideCommand
         list.SetAction(parse =>
         {
             var sources = LookasideSources.Configured(Cli.Site());
-            Cli.Print(parse, sources, () => { foreach (var s in sources) Console.WriteLine(s); });
+            Cli.Print(parse, sources, CliJsonContext.Default.IReadOnlyListString, () => { foreach (var s in sources) Console.WriteLine(s); });
             return 0;
         });
         return new Command("lookaside", "Places asked for blobs before the home (only hints: every blob is verified against its tag)") { index, add, remove, list };

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.CommandLine;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Isr.Client.Daemon;
 using Isr.Client.Session;
 using Spectre.Console;
@@ -72,18 +73,18 @@ public static class Progress
     /// <summary>One line {"NAME":VALUE} on stderr, what a script reads under --json while a command runs (stdout keeps
     /// the one result). Written around the value rather than as an object's properties, so that a plain string (the
     /// daemon's progress during a resume) costs the CLI no serializer metadata.</summary>
-    public static void WriteJsonLine(string name, object value)
+    public static void WriteJsonLine(string name, JsonNode value)
     {
         var line = new ArrayBufferWriter<byte>();
-        using (var json = new Utf8JsonWriter(line, new JsonWriterOptions { Encoder = DaemonJson.Options.Encoder }))
+        using (var json = new Utf8JsonWriter(line))
         {
             json.WriteStartObject();
             json.WritePropertyName(name);
-            JsonSerializer.Serialize(json, value, value.GetType(), DaemonJson.Options);
+            value.WriteTo(json);
             json.WriteEndObject();
         }
         Console.Error.WriteLine(Encoding.UTF8.GetString(line.WrittenSpan));
     }
 
-    public sealed record Waiting(string Text, double? Fraction, object Json);
+    public sealed record Waiting(string Text, double? Fraction, JsonObject Json);
 }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Isr.Client.Daemon;
 using Isr.Client.Homes;
 using Isr.Client.Session;
@@ -107,9 +108,9 @@ public static class ResumeCommand
                 await WaitForCheckinElsewhereAsync(parse, site, name, TimeSpan.FromSeconds(parse.GetValue(staleAfter)), ct);
                 result = await Cli.SendNeedingKeysAsync(parse, site, request, ct);
             }
-            var stats = result!.Value.Deserialize<SessionStats>(DaemonJson.Options)!;
+            var stats = result!.Value.Deserialize(CliJsonContext.Default.SessionStats)!;
             var vncAddress = VncAddress(result.Value);
-            Cli.Print(parse, stats, () =>
+            Cli.Print(parse, stats, CliJsonContext.Default.SessionStats, () =>
             {
                 AnsiConsole.MarkupLineInterpolated(
                     $"resumed [bold]{name}[/] version {stats.BaseVersion} in {stats.ResumeSeconds:F2} s{(stats.ColdBoot ? " (booted from the disk)" : "")}");
@@ -145,7 +146,7 @@ public static class ResumeCommand
         var c = holder.Checkin!;
         var text = $"waiting for the check-in at site '{holder.SiteName}': {Cli.Bytes(c.Sent)}" + (c.Total is { } t ? $" of {Cli.Bytes(t)} sent" : " sent");
         return new(text, c.Total is > 0 ? Math.Min(1.0, c.Sent / (double)c.Total.Value) : null,
-            new { site = holder.SiteName, siteId = holder.SiteId, sent = c.Sent, total = c.Total, started = c.Started, updated = c.Updated });
+            new JsonObject { ["site"] = holder.SiteName, ["siteId"] = holder.SiteId, ["sent"] = c.Sent, ["total"] = c.Total, ["started"] = c.Started, ["updated"] = c.Updated });
     }
 
     /// <summary>

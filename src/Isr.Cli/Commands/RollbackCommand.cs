@@ -9,6 +9,8 @@ namespace Isr.Cli.Commands;
 /// <summary>`isr rollback PARCEL N`: make version N's content the new head (a new version; nothing is deleted).</summary>
 public static class RollbackCommand
 {
+    public sealed record RolledBack(string Parcel, long Restored, long Version);
+
     public static Command Build()
     {
         var version = new Argument<long>("VERSION") { Description = "The version whose content becomes the new head" };
@@ -29,7 +31,7 @@ public static class RollbackCommand
                 // Same roots as the target, following the head: a cheap new version that restores old content.
                 var record = target with { CommitId = Guid.NewGuid().ToString("N"), ParentMac = parcel.Head.Mac, Created = DateTimeOffset.UtcNow, Mac = "" };
                 var committed = await home.CommitAsync(name, record.Sign(parcel.Keys), ct);
-                Cli.Print(parse, new { parcel = name, restored = target.Number, version = committed.Number },
+                Cli.Print(parse, new RolledBack(name, target.Number, committed.Number), CliJsonContext.Default.RolledBack,
                     () => AnsiConsole.MarkupLineInterpolated($"[bold]{name}[/] version {committed.Number} restores version {target.Number}"));
             }
             finally

@@ -15,7 +15,7 @@ public static class SiteCommand
         {
             using var server = LoggedIn();
             var sites = await server.ListSitesAsync(ct);
-            Cli.Print(parse, sites, () =>
+            Cli.Print(parse, sites, CliJsonContext.Default.IReadOnlyListSiteRecord, () =>
             {
                 if (sites.Count == 0) Console.WriteLine("no sites hold a hoard-only token");
                 foreach (var s in sites) AnsiConsole.MarkupLineInterpolated($"[bold]{s.SiteName}[/]  {s.SiteId}  since {s.Created:u}");

@@ -11,6 +11,10 @@ namespace Isr.Cli.Commands;
 /// <summary>`isr stat PARCEL`: storage, local changes and the running session's counters. Needs no password.</summary>
 public static class StatCommand
 {
+    public sealed record ParcelStat(string Parcel, long? HeadVersion, int? Versions, long? DiskSize, int? ChunkSize, long? DiskChunks, int? StoredDiskChunks,
+        long? MemoryImageBytes, long? MemoryImageChunks, long? HeadStoredBytes, string? HomeUnreachable, long DirtyJournalBytes, bool PendingCheckin,
+        double? LastResumeSeconds, string? Interrupted, SessionStats? Session);
+
     public static Command Build()
     {
         var command = new Command("stat", "Show a parcel's storage, local changes, resume latency and session counters") { Cli.Parcel, Cli.Store, Cli.Json };
@@ -32,20 +36,12 @@ public static class StatCommand
 
             var journal = new FileInfo(site.JournalPath(name));
             var session = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "stat", Parcel = name }, null, ct, startIfNeeded: false);
-            var running = session is { ValueKind: JsonValueKind.Object } s ? s.Deserialize<SessionStats>(DaemonJson.Options) : null;
+            var running = session is { ValueKind: JsonValueKind.Object } s ? s.Deserialize(CliJsonContext.Default.SessionStats) : null;
             var local = site.ReadLocal(name); // after asking the daemon: one started just now records why a VM stopped
-            var stat = new
-            {
-                Parcel = name, HeadVersion = stored?.Head.Number, Versions = stored?.Versions, stored?.Head.DiskSize, stored?.Head.ChunkSize,
-                stored?.Head.DiskChunks, stored?.StoredDiskChunks, MemoryImageBytes = stored?.Head.MemoryBytes, MemoryImageChunks = stored?.Head.MemoryChunks,
-                stored?.HeadStoredBytes, HomeUnreachable = homeProblem,
-                DirtyJournalBytes = journal.Exists ? journal.Length : 0,
-                PendingCheckin = File.Exists(site.PendingCommitPath(name)),
-                LastResumeSeconds = local?.LastResumeSeconds,
-                Interrupted = local?.Interrupted,
-                Session = running,
-            };
-            Cli.Print(parse, stat, () =>
+            var stat = new ParcelStat(name, stored?.Head.Number, stored?.Versions, stored?.Head.DiskSize, stored?.Head.ChunkSize, stored?.Head.DiskChunks,
+                stored?.StoredDiskChunks, stored?.Head.MemoryBytes, stored?.Head.MemoryChunks, stored?.HeadStoredBytes, homeProblem,
+                journal.Exists ? journal.Length : 0, File.Exists(site.PendingCommitPath(name)), local?.LastResumeSeconds, local?.Interrupted, running);
+            Cli.Print(parse, stat, CliJsonContext.Default.ParcelStat, () =>
             {
                 var grid = new Grid().AddColumn().AddColumn();
                 void Row(string k, string v) => grid.AddRow(k, Markup.Escape(v));

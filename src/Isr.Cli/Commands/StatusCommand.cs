@@ -22,9 +22,9 @@ public static class StatusCommand
             var site = Cli.Site();
             var statuses = new List<ParcelStatus>();
             var checkins = (await DaemonClient.SendAsync(site, new DaemonRequest { Op = "checkins" }, null, ct, startIfNeeded: false))?
-                .Deserialize<CheckinProgress[]>(DaemonJson.Options)?.ToDictionary(c => c.Parcel) ?? [];
+                .Deserialize(CliJsonContext.Default.CheckinProgressArray)?.ToDictionary(c => c.Parcel) ?? [];
             var hoards = (await DaemonClient.SendAsync(site, new DaemonRequest { Op = "hoards" }, null, ct, startIfNeeded: false))?
-                .Deserialize<BackgroundHoard[]>(DaemonJson.Options)?.ToDictionary(h => h.Parcel) ?? [];
+                .Deserialize(CliJsonContext.Default.BackgroundHoardArray)?.ToDictionary(h => h.Parcel) ?? [];
             foreach (var name in site.ParcelNames().Concat(checkins.Keys).Concat(hoards.Keys).Distinct().Order())
             {
                 if (checkins.TryGetValue(name, out var background) && background.State != "failed")
@@ -53,7 +53,7 @@ public static class StatusCommand
                 if (hoards.TryGetValue(name, out var hoard)) advice += $"; {Describe(hoard)}";
                 statuses.Add(new ParcelStatus(name, isRunning, pending, changes, locked, !isRunning && !pending && !changes && !locked, advice, background, hoard));
             }
-            Cli.Print(parse, statuses, () =>
+            Cli.Print(parse, statuses, CliJsonContext.Default.ListParcelStatus, () =>
             {
                 if (statuses.Count == 0) Console.WriteLine("no parcels at this site: safe to leave");
                 foreach (var s in statuses) AnsiConsole.MarkupLineInterpolated($"[bold]{s.Parcel}[/]: {s.Advice}");

@@ -14,7 +14,7 @@ public static class SyncCommand
         {
             string name = parse.GetValue(Cli.Parcel)!;
             var synced = await SuspendCommand.SendToSessionAsync(parse, "sync", name, ct);
-            Cli.Print(parse, synced, () => AnsiConsole.MarkupLineInterpolated(
+            Cli.Print(parse, synced, CliJsonContext.Default.SuspendResult, () => AnsiConsole.MarkupLineInterpolated(
                 $"synced [bold]{name}[/] as version {synced.Committed?.Version} in {synced.Seconds:F2} s; the VM kept running"));
             return 0;
         });
