@@ -8,9 +8,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/install-deps.sh
 bash scripts/guest/build.sh
-for project in Isr.Cli Isr.Server; do
-    dotnet build "src/$project" -c Release -o "build/$project" -v quiet -nologo | grep -E " error |rror\(s\)" || true
-done
+bash scripts/publish.sh
 ISR="$ROOT/build/Isr.Cli/isr"
 SERVER="$ROOT/build/Isr.Server/isr-server"
 

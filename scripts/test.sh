@@ -9,4 +9,6 @@ bash scripts/install-deps.sh
 bash scripts/guest/build.sh
 dotnet restore Isr.slnx
 dotnet build Isr.slnx --no-restore -c Release
+bash scripts/publish.sh
+export ISR_TEST_CLI=$ROOT/build/Isr.Cli/isr # end-to-end tests run the native isr that users install
 dotnet test Isr.slnx --no-build -c Release --logger "console;verbosity=normal" "$@"

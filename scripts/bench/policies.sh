@@ -49,13 +49,7 @@ if [ "$cmd" = render ]; then
 fi
 
 bash scripts/guest-realistic/build.sh
-# ReadyToRun: compiled ahead, so a resume's CLI and daemon do not spend their start JIT-compiling (ahead of load here).
-# The CLI (which is also the site daemon) as one composite image with the runtime: generic code of the framework over
-# isr's types is compiled ahead too (the first daemon request cost the CLI 60-75 ms to serialize, 16-21 ms composite).
-dotnet publish src/Isr.Cli -c Release -r linux-x64 --self-contained true -p:PublishReadyToRun=true -p:PublishReadyToRunComposite=true \
-    -o build/Isr.Cli -v quiet -nologo | grep -E " error |rror\(s\)" || true
-dotnet publish src/Isr.Server -c Release -r linux-x64 --self-contained false -p:PublishReadyToRun=true -o build/Isr.Server -v quiet -nologo |
-    grep -E " error |rror\(s\)" || true
+bash scripts/publish.sh # what users install: the native isr, the ReadyToRun server
 bash scripts/bench/netns.sh up >/dev/null
 python3 scripts/bench/policies.py run --root "$ROOT" --work "$ROOT/guest/out/bench-policies" --image "$ROOT/guest/out/realistic/disk.img" \
     --results "$RESULTS" "$@"

@@ -21,14 +21,22 @@ public static class TestEnvironment
         return path;
     }
 
-    public static string IsrDll
+    /// <summary>The `isr` the tests run, and the arguments that come before its own: the native one named by
+    /// ISR_TEST_CLI (scripts/test.sh publishes it: what users install), else the build next to the tests under dotnet.</summary>
+    public static (string Program, string[] Prefix) Isr
     {
         get
         {
+            if (Environment.GetEnvironmentVariable("ISR_TEST_CLI") is { Length: > 0 } native)
+                return File.Exists(native) ? (native, []) : throw new InvalidOperationException($"ISR_TEST_CLI names {native}, which does not exist");
             var path = Path.Combine(AppContext.BaseDirectory, "isr.dll");
-            return File.Exists(path) ? path : throw new InvalidOperationException($"isr.dll is not next to the tests ({path})");
+            return File.Exists(path) ? ("dotnet", [path]) : throw new InvalidOperationException($"isr.dll is not next to the tests ({path})");
         }
     }
+
+    /// <summary>Runs isr with these arguments under a hard timeout.</summary>
+    public static Task<(int Code, string Stdout, string Stderr)> RunIsrAsync(IEnumerable<string> args, IDictionary<string, string>? env, TimeSpan timeout) =>
+        RunAsync(Isr.Program, [.. Isr.Prefix, .. args], env, timeout);
 
     public static void RequireProgram(string name)
     {

@@ -33,7 +33,7 @@ public sealed class TestSite : IAsyncDisposable
         await IsrWithPasswordAsync(password, args, null);
 
     private async Task<(int Code, string Stdout, string Stderr)> IsrWithPasswordAsync(string password, string[] args, Dictionary<string, string>? extra) =>
-        await TestEnvironment.RunAsync("dotnet", [TestEnvironment.IsrDll, .. args], Environment(password, extra), TimeSpan.FromMinutes(3));
+        await TestEnvironment.RunIsrAsync(args, Environment(password, extra), TimeSpan.FromMinutes(3));
 
     private Dictionary<string, string> Environment(string password, Dictionary<string, string>? extra)
     {
@@ -44,7 +44,7 @@ public sealed class TestSite : IAsyncDisposable
 
     /// <summary>Starts isr without waiting for it, so that a test can act while it runs (read its stderr as it comes).</summary>
     public RunningProgram IsrStart(string[] args, Dictionary<string, string>? extra = null) =>
-        RunningProgram.Start("dotnet", [TestEnvironment.IsrDll, .. args], Environment(Password, extra));
+        RunningProgram.Start(TestEnvironment.Isr.Program, [.. TestEnvironment.Isr.Prefix, .. args], Environment(Password, extra));
 
     /// <summary>Runs isr and requires exit code 0; returns stdout.</summary>
     public async Task<string> IsrOkAsync(params string[] args)

@@ -28,7 +28,7 @@ public sealed class TransferPolicyTests
 
         // Hoard needs no password: run it without one.
         var env = new Dictionary<string, string> { ["ISR_HOME"] = site.Home, ["DISPLAY"] = "" };
-        var (code, stdout, stderr) = await TestEnvironment.RunAsync("dotnet", [TestEnvironment.IsrDll, "hoard", "box", "--store", site.Store, "--json"], env, TimeSpan.FromMinutes(3));
+        var (code, stdout, stderr) = await TestEnvironment.RunIsrAsync(["hoard", "box", "--store", site.Store, "--json"], env, TimeSpan.FromMinutes(3));
         Assert.True(code == 0, $"hoard exited {code}: {stderr}");
         var hoard = System.Text.Json.JsonDocument.Parse(stdout).RootElement;
         Assert.Equal(2, hoard.GetProperty("version").GetInt64());
