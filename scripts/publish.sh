@@ -5,6 +5,18 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-quiet() { "$@" -v quiet -nologo | grep -E " error |rror\(s\)|warning IL" && return 1 || return 0; }
+# Quiet unless it fails; a trim or AOT warning fails too: that code could break only in the native build.
+quiet() {
+    local log status=0
+    log=$(mktemp)
+    "$@" -nologo >"$log" 2>&1 || status=$?
+    if [ "$status" != 0 ] || grep -q "warning IL" "$log"; then
+        grep -E "error|warning IL" "$log" | sort -u >&2 || cat "$log" >&2
+        rm -f "$log"
+        echo "[publish] failed: $*" >&2
+        return 1
+    fi
+    rm -f "$log"
+}
 quiet dotnet publish src/Isr.Cli -c Release -r linux-x64 -p:PublishAot=true -o build/Isr.Cli
 quiet dotnet publish src/Isr.Server -c Release -r linux-x64 --self-contained false -p:PublishReadyToRun=true -o build/Isr.Server
