@@ -15,13 +15,15 @@ namespace Isr.Format;
 /// </summary>
 public sealed record VersionRecord
 {
+    // The optional strings below read as "" when a record leaves them out: generated JSON code assigns every init-only
+    // property, absent ones as null, where a reflection reader kept the initializer.
     public const int CurrentFormat = 1;
     public int Format { get; init; } = CurrentFormat;
     public required string ParcelId { get; init; }
     /// <summary>Client-generated, persisted before upload: a retried commit is recognised and never makes two versions.</summary>
-    public string CommitId { get; init; } = "";
+    public string CommitId { get; init => field = value ?? ""; } = "";
     /// <summary>MAC of the version this one was made from; empty for a parcel's first version.</summary>
-    public string ParentMac { get; init; } = "";
+    public string ParentMac { get; init => field = value ?? ""; } = "";
     /// <summary>Commit order, assigned by the home (not authenticated).</summary>
     public long Number { get; init; }
     /// <summary>Number of the parent version, assigned by the home (not authenticated).</summary>
@@ -33,7 +35,7 @@ public sealed record VersionRecord
     public required long DiskSize { get; init; }
     public required string DiskRoot { get; init; }
     /// <summary>Empty when the version has no memory image (the VM was shut down; resume boots from the disk).</summary>
-    public string MemoryRoot { get; init; } = "";
+    public string MemoryRoot { get; init => field = value ?? ""; } = "";
     public long MemoryChunks { get; init; }
     public long MemoryBytes { get; init; }
     public required string DescriptorTag { get; init; }
@@ -41,7 +43,7 @@ public sealed record VersionRecord
     /// made from, in order (working-set prefetch at the next resume). Null or empty: none.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? WorkingSetTag { get; init; }
-    public string Mac { get; init; } = "";
+    public string Mac { get; init => field = value ?? ""; } = "";
 
     [JsonIgnore] public long DiskChunks => (DiskSize + ChunkSize - 1) / ChunkSize;
     [JsonIgnore] public bool HasMemoryImage => MemoryRoot.Length > 0;

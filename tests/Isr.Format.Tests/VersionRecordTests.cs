@@ -119,6 +119,22 @@ public class VersionRecordTests
         Assert.Throws<MalformedDataException>(() => edited.Verify(Keys, ParcelId));
     }
 
+    /// <summary>A record from a home that leaves out the optional strings (a first version's parent, a memory image, the
+    /// MAC) reads as empty strings, not nulls: generated JSON code sets every init-only property, absent or not.</summary>
+    [Theory]
+    [InlineData("parentMac")]
+    [InlineData("commitId")]
+    [InlineData("memoryRoot")]
+    [InlineData("mac")]
+    public void AbsentOptionalStringsReadEmpty(string property)
+    {
+        var node = JsonNode.Parse(Sample().ToJson())!.AsObject();
+        Assert.True(node.Remove(property));
+        var read = VersionRecord.FromJson(Encoding.UTF8.GetBytes(node.ToJsonString()));
+        Assert.Equal("", (string)typeof(VersionRecord).GetProperty(char.ToUpperInvariant(property[0]) + property[1..])!.GetValue(read)!);
+        Assert.Throws<MalformedDataException>(() => read.Verify(Keys, ParcelId)); // a clear refusal, never a null dereference
+    }
+
     /// <summary>The home numbers versions in commit order; those fields are outside the MAC by design.</summary>
     [Fact]
     public void HomeAssignedFieldsAreNotAuthenticated()
