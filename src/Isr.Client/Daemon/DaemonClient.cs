@@ -19,12 +19,12 @@ public static class DaemonClient
         var socket = await ConnectAsync(site, startIfNeeded || recover && SiteRecovery.HasWork(site), ct);
         if (socket is null) return null;
         await using var stream = new NetworkStream(socket, ownsSocket: true);
-        await stream.WriteAsync(JsonSerializer.SerializeToUtf8Bytes(request, DaemonJson.Options), ct);
+        await stream.WriteAsync(JsonSerializer.SerializeToUtf8Bytes(request, DaemonJsonContext.Default.DaemonRequest), ct);
         await stream.WriteAsync("\n"u8.ToArray(), ct);
         using var reader = new StreamReader(stream, Encoding.UTF8);
         while (await reader.ReadLineAsync(ct) is { } line)
         {
-            var reply = JsonSerializer.Deserialize<DaemonReply>(line, DaemonJson.Options)!;
+            var reply = JsonSerializer.Deserialize(line, DaemonJsonContext.Default.DaemonReply)!;
             switch (reply.Kind)
             {
                 case "progress" when reply.Bytes is long sent: onBytes?.Invoke(sent); break;
