@@ -107,7 +107,8 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
     /// fetcher and its cache, twice: the first resume compiled the memory image's path while the user waited (~250
     /// methods, 50–80 ms, before QEMU started), and ran zstd's decoder at tier 0 while QEMU loaded (its SIMD code is not
     /// precompiled). Two passes over 32 chunks call each decoder method past the count that promotes it to tier 1.
-    /// The data is the runtime's own library: code, tables and text, compressible the ways a memory image is.</summary>
+    /// The data is the runtime's own library: code, tables and text, compressible the ways a memory image is (natively
+    /// compiled, the runtime and its library are this program).</summary>
     private static async Task WarmUpRestoreAsync()
     {
         var scratch = Directory.CreateTempSubdirectory("isr-warm-up-");
@@ -116,8 +117,10 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
             var codec = new ChunkCodec(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
             var home = new Isr.Storage.DirectoryChunkStore(Path.Combine(scratch.FullName, "home"), durable: false);
             var image = new byte[2 << 20];
-            await using (var library = File.OpenRead(typeof(object).Assembly.Location))
-                await library.ReadAtLeastAsync(image, image.Length, throwOnEndOfStream: false);
+            var library = Path.Combine(System.Runtime.InteropServices.RuntimeEnvironment.GetRuntimeDirectory(), "System.Private.CoreLib.dll");
+            if (!File.Exists(library)) library = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell which program this is");
+            await using (var code = File.OpenRead(library))
+                await code.ReadAtLeastAsync(image, image.Length, throwOnEndOfStream: false);
             var chunks = await Transfer.MemoryImage.CaptureAsync(new MemoryStream(image), codec, (tag, blob, ct) => home.PutAsync(tag, blob, ct), default);
             using var fetcher = new Cache.ChunkFetcher(new Isr.Storage.DirectoryChunkStore(Path.Combine(scratch.FullName, "cache"), durable: false), home);
             for (int pass = 0; pass < 2; pass++)
