@@ -19,12 +19,12 @@ public static class DaemonClient
         var socket = await ConnectAsync(site, startIfNeeded || recover && SiteRecovery.HasWork(site), ct);
         if (socket is null) return null;
         await using var stream = new NetworkStream(socket, ownsSocket: true);
-        await stream.WriteAsync(JsonSerializer.SerializeToUtf8Bytes(request, DaemonJson.Options), ct);
+        await stream.WriteAsync(JsonSerializer.SerializeToUtf8Bytes(request, DaemonJsonContext.Default.DaemonRequest), ct);
         await stream.WriteAsync("\n"u8.ToArray(), ct);
         using var reader = new StreamReader(stream, Encoding.UTF8);
         while (await reader.ReadLineAsync(ct) is { } line)
         {
-            var reply = JsonSerializer.Deserialize<DaemonReply>(line, DaemonJson.Options)!;
+            var reply = JsonSerializer.Deserialize(line, DaemonJsonContext.Default.DaemonReply)!;
             switch (reply.Kind)
             {
                 case "progress" when reply.Bytes is long sent: onBytes?.Invoke(sent); break;
@@ -74,7 +74,9 @@ public static class DaemonClient
         // so callers that read the CLI's output through a pipe do not wait for the daemon.
         var start = new ProcessStartInfo("setsid") { UseShellExecute = false };
         foreach (var arg in (string[])["sh", "-c", "exec \"$0\" \"$@\" </dev/null >>\"$ISR_DAEMON_LOG\" 2>&1", host]) start.ArgumentList.Add(arg);
-        if (Path.GetFileNameWithoutExtension(host) == "dotnet") start.ArgumentList.Add(Assembly.GetEntryAssembly()!.Location);
+        // Run by the dotnet host (never a single-file or native program): the entry assembly sits in the app's directory.
+        if (Path.GetFileNameWithoutExtension(host) == "dotnet")
+            start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, Assembly.GetEntryAssembly()!.GetName().Name + ".dll"));
         start.ArgumentList.Add("daemon");
         start.Environment["ISR_HOME"] = site.Root;
         start.Environment["ISR_DAEMON_LOG"] = site.DaemonLog;

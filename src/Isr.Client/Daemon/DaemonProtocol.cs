@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using System.Text.Json.Serialization.Metadata;
 using Isr.Client.Session;
+using Isr.Vmm;
 
 namespace Isr.Client.Daemon;
 
@@ -45,18 +45,21 @@ public sealed record DaemonReply
     public string? ErrorKind { get; init; }
 }
 
+/// <summary>The daemon's answer to a ping: its process, the parcels it runs, and whether it holds keys since a login.</summary>
+public sealed record DaemonPing(int Pid, string[] Sessions, bool HoldsKeys);
+
+/// <summary>The daemon's answer to keep-keys (holding, until when) and forget-keys (not holding, no time).</summary>
+public sealed record HeldKeysReply(bool Holding, DateTimeOffset? Until = null);
+
+/// <summary>Enum values as camelCase words ("baseline", "workingSet"), as the protocol always wrote them.</summary>
+public sealed class CamelCaseEnumConverter<TEnum>() : JsonStringEnumConverter<TEnum>(JsonNamingPolicy.CamelCase) where TEnum : struct, Enum;
+
 public static class DaemonJson
 {
-    /// <summary>The messages of every resume come from generated code: built by reflection, the first request cost the
-    /// CLI ~100 ms (ReadyToRun) before it was sent and as much again for the reply, a tenth of a hoarded resume. Other
-    /// types fall back to reflection.</summary>
-    public static readonly JsonSerializerOptions Options = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
-        TypeInfoResolver = JsonTypeInfoResolver.Combine(DaemonJsonContext.Default, new DefaultJsonTypeInfoResolver()),
-    };
+    /// <summary>The protocol's settings over its generated metadata (<see cref="DaemonJsonContext"/>), nothing else: the
+    /// CLI prints its results with them. Built by reflection, the first request cost the CLI ~100 ms (ReadyToRun) before
+    /// it was sent and as much again for the reply, a tenth of a hoarded resume; and native AOT has no reflection.</summary>
+    public static readonly JsonSerializerOptions Options = DaemonJsonContext.Default.Options;
 
     /// <summary>
     /// Reads and writes a resume request and its reply once, on a pool thread, so that the first resume after a daemon
@@ -66,23 +69,36 @@ public static class DaemonJson
     /// </summary>
     public static Task WarmUpAsync() => Task.Run(() =>
     {
+        var json = DaemonJsonContext.Default;
         var request = new DaemonRequest
         {
             Op = "resume", Parcel = "warm-up", Password = "",
             Resume = new ResumeOptions { DisplayEnvironment = new Dictionary<string, string> { ["DISPLAY"] = ":0" }, Lookaside = ["warm-up"] },
         };
-        JsonSerializer.Deserialize<DaemonRequest>(JsonSerializer.SerializeToUtf8Bytes(request, Options), Options);
+        JsonSerializer.Deserialize(JsonSerializer.SerializeToUtf8Bytes(request, json.DaemonRequest), json.DaemonRequest);
         var stats = new SessionStats("warm-up", "running", 1, 0, false, 0, 0, 0, 0, 0, 0, 0, null, [], null) { Trace = [new TraceStep("warm-up", 0)] };
-        var reply = new DaemonReply { Kind = "result", Result = JsonSerializer.SerializeToElement(stats, Options) };
-        JsonSerializer.Deserialize<DaemonReply>(JsonSerializer.SerializeToUtf8Bytes(reply, Options), Options)!.Result!.Value.Deserialize<SessionStats>(Options);
+        var reply = new DaemonReply { Kind = "result", Result = JsonSerializer.SerializeToElement(stats, json.SessionStats) };
+        JsonSerializer.Deserialize(JsonSerializer.SerializeToUtf8Bytes(reply, json.DaemonReply), json.DaemonReply)!.Result!.Value.Deserialize(json.SessionStats);
     });
 }
 
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+/// <summary>Everything that crosses the daemon's socket (requests, replies, and each operation's result), and the
+/// daemon's background-checkin.json. Public: the CLI reads the results with it.</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    Converters = [typeof(CamelCaseEnumConverter<QemuDisplayMode>), typeof(CamelCaseEnumConverter<TransferPolicy>), typeof(CamelCaseEnumConverter<PrefetchMode>)])]
 [JsonSerializable(typeof(DaemonRequest))]
 [JsonSerializable(typeof(DaemonReply))]
+[JsonSerializable(typeof(DaemonPing))]
+[JsonSerializable(typeof(HeldKeysReply))]
 [JsonSerializable(typeof(SessionStats))]
-internal sealed partial class DaemonJsonContext : JsonSerializerContext;
+[JsonSerializable(typeof(SuspendResult))]
+[JsonSerializable(typeof(CheckinResult))]
+[JsonSerializable(typeof(CheckinProgress))]
+[JsonSerializable(typeof(CheckinProgress[]))]
+[JsonSerializable(typeof(BackgroundHoard[]))]
+[JsonSerializable(typeof(bool))]
+[JsonSerializable(typeof(SiteDaemon.BackgroundRequest))]
+public sealed partial class DaemonJsonContext : JsonSerializerContext;
 
 /// <summary>An error reported by the daemon, with the kind of the exception that caused it (maps to an exit code).</summary>
 public sealed class DaemonException(string message, string kind) : Exception(message)

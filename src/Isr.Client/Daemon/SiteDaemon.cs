@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using Isr.Client.Homes;
 using Isr.Client.Session;
 using Isr.Client.Site;
@@ -106,7 +107,8 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
     /// fetcher and its cache, twice: the first resume compiled the memory image's path while the user waited (~250
     /// methods, 50–80 ms, before QEMU started), and ran zstd's decoder at tier 0 while QEMU loaded (its SIMD code is not
     /// precompiled). Two passes over 32 chunks call each decoder method past the count that promotes it to tier 1.
-    /// The data is the runtime's own library: code, tables and text, compressible the ways a memory image is.</summary>
+    /// The data is the runtime's own library: code, tables and text, compressible the ways a memory image is (natively
+    /// compiled, the runtime and its library are this program).</summary>
     private static async Task WarmUpRestoreAsync()
     {
         var scratch = Directory.CreateTempSubdirectory("isr-warm-up-");
@@ -115,8 +117,10 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
             var codec = new ChunkCodec(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
             var home = new Isr.Storage.DirectoryChunkStore(Path.Combine(scratch.FullName, "home"), durable: false);
             var image = new byte[2 << 20];
-            await using (var library = File.OpenRead(typeof(object).Assembly.Location))
-                await library.ReadAtLeastAsync(image, image.Length, throwOnEndOfStream: false);
+            var library = Path.Combine(System.Runtime.InteropServices.RuntimeEnvironment.GetRuntimeDirectory(), "System.Private.CoreLib.dll");
+            if (!File.Exists(library)) library = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell which program this is");
+            await using (var code = File.OpenRead(library))
+                await code.ReadAtLeastAsync(image, image.Length, throwOnEndOfStream: false);
             var chunks = await Transfer.MemoryImage.CaptureAsync(new MemoryStream(image), codec, (tag, blob, ct) => home.PutAsync(tag, blob, ct), default);
             using var fetcher = new Cache.ChunkFetcher(new Isr.Storage.DirectoryChunkStore(Path.Combine(scratch.FullName, "cache"), durable: false), home);
             for (int pass = 0; pass < 2; pass++)
@@ -167,7 +171,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         var writeLock = new SemaphoreSlim(1, 1);
         async Task Send(DaemonReply reply)
         {
-            var line = JsonSerializer.SerializeToUtf8Bytes(reply, DaemonJson.Options);
+            var line = JsonSerializer.SerializeToUtf8Bytes(reply, DaemonJsonContext.Default.DaemonReply);
             await writeLock.WaitAsync(ct);
             try { await stream.WriteAsync(line, ct); await stream.WriteAsync("\n"u8.ToArray(), ct); }
             catch (IOException) { } // the CLI went away; the operation still completes
@@ -177,7 +181,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         try
         {
             var line = await reader.ReadLineAsync(ct);
-            request = line is null ? null : JsonSerializer.Deserialize<DaemonRequest>(line, DaemonJson.Options);
+            request = line is null ? null : JsonSerializer.Deserialize(line, DaemonJsonContext.Default.DaemonRequest);
             if (request is null) return;
             _lastActivity = DateTimeOffset.UtcNow;
             var progress = new InlineProgress<string>(m => Send(new DaemonReply { Kind = "progress", Message = m }).GetAwaiter().GetResult());
@@ -190,7 +194,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                 Send(new DaemonReply { Kind = "progress", Bytes = b }).GetAwaiter().GetResult();
             });
             var result = await HandleAsync(request, progress, bytes, ct);
-            await Send(new DaemonReply { Kind = "result", Result = JsonSerializer.SerializeToElement(result, DaemonJson.Options) });
+            await Send(new DaemonReply { Kind = "result", Result = result });
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
@@ -205,27 +209,33 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
 
     private static readonly TimeSpan BytesProgressInterval = TimeSpan.FromMilliseconds(100);
 
-    private async Task<object?> HandleAsync(DaemonRequest request, IProgress<string> progress, IProgress<long> bytes, CancellationToken ct)
+    /// <summary>An operation's result as the reply carries it, written by its generated metadata.</summary>
+    private static JsonElement Result<T>(T? value, JsonTypeInfo<T> type) => JsonSerializer.SerializeToElement(value!, type);
+
+    private async Task<JsonElement> HandleAsync(DaemonRequest request, IProgress<string> progress, IProgress<long> bytes, CancellationToken ct)
     {
+        var json = DaemonJsonContext.Default;
         switch (request.Op)
         {
             case "ping":
-                return new { pid = Environment.ProcessId, sessions = _sessions.Keys.ToArray(), holdsKeys = _keys.For(site.Login) is not null };
+                return Result(new DaemonPing(Environment.ProcessId, _sessions.Keys.ToArray(), _keys.For(site.Login) is not null), json.DaemonPing);
             case "stat":
-                return _sessions.TryGetValue(Require(request.Parcel), out var running) ? running.Stats() : null;
+                return Result(_sessions.TryGetValue(Require(request.Parcel), out var running) ? running.Stats() : null, json.SessionStats);
             case "checkins":
-                lock (_checkins) return _checkins.Values.Select(c => c.Snapshot()).OrderBy(c => c.Parcel).ToArray();
+                CheckinProgress[] checkins;
+                lock (_checkins) checkins = _checkins.Values.Select(c => c.Snapshot()).OrderBy(c => c.Parcel).ToArray();
+                return Result(checkins, json.CheckinProgressArray);
             case "hoards":
-                return _hoards.Snapshot();
+                return Result(_hoards.Snapshot(), json.BackgroundHoardArray);
             case "keep-keys":
                 var login = site.Login ?? throw new InvalidOperationException("this site is not logged in");
                 _keys.Keep(login, request.KeyEncryptionKey ?? throw new ArgumentException("request is missing a field"),
                     TimeSpan.FromSeconds(request.KeepSeconds ?? 0));
                 _ = WarmUpServerAsync(login);
-                return new { holding = true, until = DateTimeOffset.UtcNow.AddSeconds(request.KeepSeconds ?? 0) };
+                return Result(new HeldKeysReply(true, DateTimeOffset.UtcNow.AddSeconds(request.KeepSeconds ?? 0)), json.HeldKeysReply);
             case "forget-keys":
                 _keys.Forget();
-                return new { holding = false };
+                return Result(new HeldKeysReply(false), json.HeldKeysReply);
         }
         await _gate.WaitAsync(ct);
         try
@@ -238,7 +248,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                     if (_sessions.ContainsKey(parcel)) throw new InvalidOperationException($"parcel '{parcel}' is already running at this site");
                     var session = await ResumeAsync(parcel, request, progress, ct);
                     _sessions[parcel] = session;
-                    return session.Stats();
+                    return Result(session.Stats(), json.SessionStats);
                 case "suspend":
                     var active = Running(parcel);
                     SuspendResult suspended;
@@ -254,15 +264,15 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                     }
                     _sessions.Remove(parcel);
                     await active.DisposeAsync();
-                    return suspended;
+                    return Result(suspended, json.SuspendResult);
                 case "sync":
-                    return await Running(parcel).SyncAsync(progress, ct);
+                    return Result(await Running(parcel).SyncAsync(progress, ct), json.SuspendResult);
                 case "checkin":
                     // The upload outlives this request: the CLI returns, the user may walk away, `isr status` follows it.
                     RefuseWhileRunning(parcel);
                     RefuseDuringCheckin(parcel, "check it in again");
-                    Durable.WriteFileAtomically(site.BackgroundCheckinPath(parcel), JsonSerializer.SerializeToUtf8Bytes(new BackgroundRequest(request.Store), DaemonJson.Options));
-                    return StartCheckin(parcel, request.Store, ct).Snapshot();
+                    Durable.WriteFileAtomically(site.BackgroundCheckinPath(parcel), JsonSerializer.SerializeToUtf8Bytes(new BackgroundRequest(request.Store), json.BackgroundRequest));
+                    return Result(StartCheckin(parcel, request.Store, ct).Snapshot(), json.CheckinProgress);
                 case "checkin-now":
                     // The user waits for it: run here, where the HTTPS connection and its code are warm, not in a new CLI
                     // process (a cold connection cost 0.3–0.4 s of a 3 s check-in at 100 Mbit/s).
@@ -270,7 +280,8 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                     RefuseDuringCheckin(parcel, "check it in");
                     var checkinTrace = StepTrace.FromCommand(request.ProcessStarted, request.CommandStarted);
                     checkinTrace.Mark("daemon: request received");
-                    return await Checkin.RunAsync(site, HomeLocator.Open(site, request.Store), parcel, releaseLock: !request.KeepLock, bytes, ct, trace: checkinTrace);
+                    return Result(await Checkin.RunAsync(site, HomeLocator.Open(site, request.Store), parcel, releaseLock: !request.KeepLock, bytes, ct, trace: checkinTrace),
+                        json.CheckinResult);
                 case "keep":
                     // The VM stopped without a suspend while no daemon ran: what `suspend` does for a crashed QEMU.
                     RefuseDuringCheckin(parcel, "keep its disk");
@@ -278,9 +289,9 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
                     var why = site.ReadLocal(parcel)?.Interrupted ?? throw new InvalidOperationException($"parcel '{parcel}' is not running at this site");
                     var keepHome = HomeLocator.Open(site, request.Store);
                     var opened = await OpenedParcel.OpenAsync(keepHome, (await UnlockAsync(keepHome, request.Password, ct)).Secrets, parcel, ct);
-                    return await ParcelSession.KeepStoppedAsync(opened, site, why, progress, ct);
+                    return Result(await ParcelSession.KeepStoppedAsync(opened, site, why, progress, ct), json.SuspendResult);
                 case "running":
-                    return _sessions.ContainsKey(parcel);
+                    return Result(_sessions.ContainsKey(parcel), json.Boolean);
                 default:
                     throw new ArgumentException($"unknown request '{request.Op}'");
             }
@@ -312,7 +323,7 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
             var path = site.BackgroundCheckinPath(parcel);
             if (!File.Exists(path)) continue;
             BackgroundRequest? request;
-            try { request = JsonSerializer.Deserialize<BackgroundRequest>(File.ReadAllBytes(path), DaemonJson.Options); }
+            try { request = JsonSerializer.Deserialize(File.ReadAllBytes(path), DaemonJsonContext.Default.BackgroundRequest); }
             catch (JsonException) { request = null; }
             if (request is null) { File.Delete(path); continue; }
             log($"taking up the background check-in of '{parcel}' an earlier daemon did not finish");
@@ -320,8 +331,9 @@ public sealed class SiteDaemon(SiteDirectory site, TimeSpan? idleTimeout, Action
         }
     }
 
-    /// <summary>What a background check-in needs to be started again: its home (null: the logged-in server).</summary>
-    private sealed record BackgroundRequest(string? Store);
+    /// <summary>What a background check-in needs to be started again: its home (null: the logged-in server). Public only
+    /// for <see cref="DaemonJsonContext"/>.</summary>
+    public sealed record BackgroundRequest(string? Store);
 
     /// <summary>A logout or a site wipe removes the login file: the keys go with it within a second.</summary>
     private void ForgetStaleKeys()

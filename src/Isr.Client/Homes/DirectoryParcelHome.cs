@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Isr.Format;
 using Isr.Storage;
 
@@ -16,7 +17,7 @@ namespace Isr.Client.Homes;
 /// </summary>
 public sealed class DirectoryParcelHome : IParcelHome
 {
-    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
+    private static StoreJsonContext Json => StoreJsonContext.Default;
     private readonly string _root;
     private readonly DirectoryChunkStore _chunks;
 
@@ -35,7 +36,7 @@ public sealed class DirectoryParcelHome : IParcelHome
 
     public static bool IsInitialized(string root) => File.Exists(Path.Combine(root, "store.json"));
 
-    private sealed record KeyFileContent(int Format, KdfParameters Kdf, byte[] WrappedSecrets);
+    internal sealed record KeyFileContent(int Format, KdfParameters Kdf, byte[] WrappedSecrets);
 
     /// <summary>Creates the store's key file: the user's secrets (fresh ones by default) wrapped under the password.</summary>
     public UserSecrets Initialize(string password, UserSecrets? existing = null)
@@ -44,14 +45,14 @@ public sealed class DirectoryParcelHome : IParcelHome
         var kdf = KdfParameters.CreateDefault();
         var secrets = existing ?? UserSecrets.Generate();
         var keys = PasswordKdf.Derive(password, kdf);
-        Durable.WriteFileAtomically(KeyFile, JsonSerializer.SerializeToUtf8Bytes(new KeyFileContent(1, kdf, secrets.Wrap(keys.KeyEncryptionKey)), Json));
+        Durable.WriteFileAtomically(KeyFile, JsonSerializer.SerializeToUtf8Bytes(new KeyFileContent(1, kdf, secrets.Wrap(keys.KeyEncryptionKey)), Json.KeyFileContent));
         return secrets;
     }
 
     public ValueTask<UserSecrets> UnlockAsync(string password, CancellationToken ct)
     {
         if (!IsInitialized(_root)) throw new ParcelNotFoundException($"{_root} is not a parcel store (no store.json)");
-        var content = JsonSerializer.Deserialize<KeyFileContent>(File.ReadAllBytes(KeyFile), Json)
+        var content = JsonSerializer.Deserialize(File.ReadAllBytes(KeyFile), Json.KeyFileContent)
             ?? throw new MalformedDataException("store.json is empty");
         var keys = PasswordKdf.Derive(password, content.Kdf);
         try
@@ -69,7 +70,7 @@ public sealed class DirectoryParcelHome : IParcelHome
         var secrets = await UnlockAsync(oldPassword, ct);
         var kdf = KdfParameters.CreateDefault();
         var keys = PasswordKdf.Derive(newPassword, kdf);
-        Durable.WriteFileAtomically(KeyFile, JsonSerializer.SerializeToUtf8Bytes(new KeyFileContent(1, kdf, secrets.Wrap(keys.KeyEncryptionKey)), Json));
+        Durable.WriteFileAtomically(KeyFile, JsonSerializer.SerializeToUtf8Bytes(new KeyFileContent(1, kdf, secrets.Wrap(keys.KeyEncryptionKey)), Json.KeyFileContent));
     }
 
     public ValueTask<IReadOnlyList<ParcelInfo>> ListParcelsAsync(CancellationToken ct)
@@ -77,7 +78,7 @@ public sealed class DirectoryParcelHome : IParcelHome
         var dir = Path.Combine(_root, "parcels");
         IReadOnlyList<ParcelInfo> parcels = !Directory.Exists(dir) ? [] :
             Directory.EnumerateDirectories(dir).Order().Select(d => Path.Combine(d, "parcel.json")).Where(File.Exists)
-                .Select(f => JsonSerializer.Deserialize<ParcelInfo>(File.ReadAllBytes(f), Json)!).ToList();
+                .Select(f => JsonSerializer.Deserialize(File.ReadAllBytes(f), Json.ParcelInfo)!).ToList();
         return ValueTask.FromResult(parcels);
     }
 
@@ -85,7 +86,7 @@ public sealed class DirectoryParcelHome : IParcelHome
     {
         var file = Path.Combine(ParcelDir(name), "parcel.json");
         if (!File.Exists(file)) throw new ParcelNotFoundException($"no parcel named '{name}' in {Describe}");
-        return ValueTask.FromResult(JsonSerializer.Deserialize<ParcelInfo>(File.ReadAllBytes(file), Json)!);
+        return ValueTask.FromResult(JsonSerializer.Deserialize(File.ReadAllBytes(file), Json.ParcelInfo)!);
     }
 
     public async ValueTask<VersionRecord> CreateParcelAsync(ParcelInfo parcel, VersionRecord first, CancellationToken ct)
@@ -96,7 +97,7 @@ public sealed class DirectoryParcelHome : IParcelHome
         Directory.CreateDirectory(Path.Combine(dir, "versions"));
         var numbered = first with { Number = 1, Parent = null, Side = false };
         WriteVersion(parcel.Name, numbered);
-        Durable.WriteFileAtomically(Path.Combine(dir, "parcel.json"), JsonSerializer.SerializeToUtf8Bytes(parcel, Json));
+        Durable.WriteFileAtomically(Path.Combine(dir, "parcel.json"), JsonSerializer.SerializeToUtf8Bytes(parcel, Json.ParcelInfo));
         return numbered;
     }
 
@@ -166,3 +167,9 @@ public sealed class DirectoryParcelHome : IParcelHome
         return name;
     }
 }
+
+/// <summary>A store directory's own files (store.json, parcel.json), indented for a reader; version records write themselves.</summary>
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+[JsonSerializable(typeof(DirectoryParcelHome.KeyFileContent))]
+[JsonSerializable(typeof(ParcelInfo))]
+internal sealed partial class StoreJsonContext : JsonSerializerContext;

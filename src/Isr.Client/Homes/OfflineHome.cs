@@ -12,8 +12,8 @@ namespace Isr.Client.Homes;
 /// </summary>
 public sealed class OfflineHome(ServerParcelHome server, Site.SiteDirectory site, string reason) : IParcelHome
 {
-    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
-    private sealed record View(ParcelInfo Parcel, List<VersionRecord> Versions);
+    /// <summary>What home-view.json holds (internal for <see cref="Site.ParcelStateJsonContext"/>).</summary>
+    internal sealed record View(ParcelInfo Parcel, List<VersionRecord> Versions);
 
     /// <summary>Why the server is not being asked.</summary>
     public string Reason => reason;
@@ -37,9 +37,9 @@ public sealed class OfflineHome(ServerParcelHome server, Site.SiteDirectory site
     private static View Load(Site.SiteDirectory site, string name) => Decode(File.ReadAllBytes(ViewPath(site, name)));
 
     private static byte[] Encode(ParcelInfo parcel, IReadOnlyList<VersionRecord> versions) =>
-        JsonSerializer.SerializeToUtf8Bytes(new View(parcel, versions.ToList()), Json);
+        JsonSerializer.SerializeToUtf8Bytes(new View(parcel, versions.ToList()), Site.ParcelStateJsonContext.Default.View);
 
-    private static View Decode(byte[] saved) => JsonSerializer.Deserialize<View>(saved, Json)!;
+    private static View Decode(byte[] saved) => JsonSerializer.Deserialize(saved, Site.ParcelStateJsonContext.Default.View)!;
 
     private View Saved(string name) =>
         File.Exists(ViewPath(site, name)) ? Load(site, name)

@@ -4,6 +4,8 @@ using System.Net.Http.Json;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
+using Isr.Storage.Metadata;
 
 namespace Isr.Client.Homes;
 
@@ -30,12 +32,6 @@ public sealed class ServerUnreachableException(string message, Exception inner) 
 /// </summary>
 public sealed class ServerConnection : IDisposable
 {
-    public static readonly JsonSerializerOptions Json = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-    };
-
     private readonly HttpClient _http;
     public Uri BaseAddress { get; }
     /// <summary>Fingerprint the server presented on the last connection (for first-use pinning).</summary>
@@ -73,11 +69,21 @@ public sealed class ServerConnection : IDisposable
     public static string Fingerprint(byte[] der) => Convert.ToHexStringLower(SHA256.HashData(der));
     public static string Normalize(string fingerprint) => fingerprint.Replace(":", "").Trim().ToLowerInvariant();
 
-    public async Task<T> SendJsonAsync<T>(HttpMethod method, string path, object? body, CancellationToken ct, string? lockToken = null)
+    /// <summary>A request without a body; the answer read as <paramref name="answer"/> (default for 204 No Content).</summary>
+    public Task<TAnswer> SendJsonAsync<TAnswer>(HttpMethod method, string path, JsonTypeInfo<TAnswer> answer, CancellationToken ct, string? lockToken = null) =>
+        SendContentAsync(method, path, null, answer, ct, lockToken);
+
+    /// <summary>A request with <paramref name="body"/> as JSON; the answer read as <paramref name="answer"/> (default for 204 No Content).</summary>
+    public Task<TAnswer> SendJsonAsync<TBody, TAnswer>(HttpMethod method, string path, TBody body, JsonTypeInfo<TBody> bodyType, JsonTypeInfo<TAnswer> answer,
+        CancellationToken ct, string? lockToken = null) =>
+        SendContentAsync(method, path, JsonContent.Create(body, bodyType), answer, ct, lockToken);
+
+    private async Task<TAnswer> SendContentAsync<TAnswer>(HttpMethod method, string path, HttpContent? content, JsonTypeInfo<TAnswer> answer, CancellationToken ct,
+        string? lockToken)
     {
-        using var response = await SendAsync(method, path, body is null ? null : JsonContent.Create(body, options: Json), ct, lockToken);
+        using var response = await SendAsync(method, path, content, ct, lockToken);
         if (response.StatusCode == HttpStatusCode.NoContent) return default!;
-        return (await response.Content.ReadFromJsonAsync<T>(Json, ct))!;
+        return (await response.Content.ReadFromJsonAsync(answer, ct))!;
     }
 
     public async Task<HttpResponseMessage> SendAsync(HttpMethod method, string path, HttpContent? content, CancellationToken ct,
@@ -118,3 +124,30 @@ public sealed class ServerConnection : IDisposable
 
     public void Dispose() => _http.Dispose();
 }
+
+/// <summary>The server protocol's messages as this client writes and reads them (docs/PROTOCOL.md).</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(JsonElement))]
+[JsonSerializable(typeof(LockInfo))]
+[JsonSerializable(typeof(List<ServerParcelHome.ParcelEntry>))]
+[JsonSerializable(typeof(ServerParcelHome.ParcelEntry))]
+[JsonSerializable(typeof(List<Format.VersionRecord>))]
+[JsonSerializable(typeof(ServerParcelHome.CommitAnswer))]
+[JsonSerializable(typeof(ServerParcelHome.LockAnswer))]
+[JsonSerializable(typeof(ServerParcelHome.ReadTokenAnswer))]
+[JsonSerializable(typeof(ServerParcelHome.PreloginAnswer))]
+[JsonSerializable(typeof(ServerParcelHome.LoginAnswer))]
+[JsonSerializable(typeof(ServerParcelHome.HoardAnswer))]
+[JsonSerializable(typeof(List<HoardRequestRecord>))]
+[JsonSerializable(typeof(List<SiteRecord>))]
+[JsonSerializable(typeof(SiteHoardClient.ReportAnswer))]
+[JsonSerializable(typeof(ServerParcelHome.PasswordChangeRequest))]
+[JsonSerializable(typeof(ServerParcelHome.CreateParcelRequest))]
+[JsonSerializable(typeof(ServerParcelHome.CommitRequest))]
+[JsonSerializable(typeof(ServerParcelHome.LockRequest))]
+[JsonSerializable(typeof(ServerParcelHome.CheckinReport))]
+[JsonSerializable(typeof(ServerParcelHome.PreloginRequest))]
+[JsonSerializable(typeof(ServerParcelHome.LoginRequest))]
+[JsonSerializable(typeof(ServerParcelHome.HoardRequestBody))]
+[JsonSerializable(typeof(SiteHoardClient.HoardReport))]
+internal sealed partial class ServerJsonContext : JsonSerializerContext;

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Http.Json;
 using System.Text.Json;
 using Isr.Format;
 using Isr.Storage;
@@ -78,68 +77,81 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         var kdf = KdfParameters.CreateDefault();
         var newKeys = PasswordKdf.Derive(newPassword, kdf);
         var wrapped = secrets.Wrap(newKeys.KeyEncryptionKey);
-        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Put, "api/v1/account/password",
-            new { authSecret = oldKeys.AuthSecret, newAuthSecret = newKeys.AuthSecret, kdf, wrappedSecrets = wrapped, recoveryWrappedSecrets = recoveryWrapped }, ct));
+        await Call(() => _server.SendJsonAsync(HttpMethod.Put, "api/v1/account/password",
+            new PasswordChangeRequest(oldKeys.AuthSecret, newKeys.AuthSecret, kdf, wrapped, recoveryWrapped), Json.PasswordChangeRequest, Json.JsonElement, ct));
         Login = _login with { WrappedSecrets = wrapped, Kdf = kdf };
     }
 
     /// <summary>What this site keeps of the login (updated by a password change).</summary>
     public LoginRecord Login { get; private set; }
 
-    private sealed record ParcelEntry(ParcelInfo Parcel, long Head, LockInfo? Lock);
+    private static ServerJsonContext Json => ServerJsonContext.Default;
+
+    // The protocol's messages (docs/PROTOCOL.md); internal for ServerJsonContext. Absent (null) members are not sent.
+    // Calls whose answer carries nothing (204) read any body as a JsonElement and drop it.
+    internal sealed record PasswordChangeRequest(byte[] AuthSecret, byte[] NewAuthSecret, KdfParameters Kdf, byte[] WrappedSecrets, byte[]? RecoveryWrappedSecrets);
+    internal sealed record CreateParcelRequest(ParcelInfo Parcel, VersionRecord First);
+    internal sealed record CommitRequest(string CommitId, VersionRecord Version);
+    internal sealed record LockRequest(string SiteId, string SiteName);
+    internal sealed record CheckinReport(long Sent, long? Total);
+    internal sealed record PreloginRequest(string User);
+    internal sealed record LoginRequest(string User, byte[] AuthSecret, string SiteId, string SiteName);
+    internal sealed record HoardRequestBody(string Parcel, string Site, long? Version);
+
+    internal sealed record ParcelEntry(ParcelInfo Parcel, long Head, LockInfo? Lock);
 
     public async ValueTask<IReadOnlyList<ParcelInfo>> ListParcelsAsync(CancellationToken ct) =>
-        (await Call(() => _server.SendJsonAsync<List<ParcelEntry>>(HttpMethod.Get, "api/v1/parcels", null, ct))).Select(e => e.Parcel).ToList();
+        (await Call(() => _server.SendJsonAsync(HttpMethod.Get, "api/v1/parcels", Json.ListParcelEntry, ct))).Select(e => e.Parcel).ToList();
 
     public async ValueTask<ParcelInfo> GetParcelAsync(string name, CancellationToken ct) =>
-        (await Call(() => _server.SendJsonAsync<ParcelEntry>(HttpMethod.Get, $"api/v1/parcels/{Uri.EscapeDataString(name)}", null, ct))).Parcel;
+        (await Call(() => _server.SendJsonAsync(HttpMethod.Get, $"api/v1/parcels/{Uri.EscapeDataString(name)}", Json.ParcelEntry, ct))).Parcel;
 
     public async ValueTask<LockInfo?> GetLockAsync(string name, CancellationToken ct) =>
-        (await Call(() => _server.SendJsonAsync<ParcelEntry>(HttpMethod.Get, $"api/v1/parcels/{Uri.EscapeDataString(name)}", null, ct))).Lock;
+        (await Call(() => _server.SendJsonAsync(HttpMethod.Get, $"api/v1/parcels/{Uri.EscapeDataString(name)}", Json.ParcelEntry, ct))).Lock;
 
     public async ValueTask<VersionRecord> CreateParcelAsync(ParcelInfo parcel, VersionRecord first, CancellationToken ct) =>
-        (await Call(() => _server.SendJsonAsync<CommitAnswer>(HttpMethod.Post, "api/v1/parcels", new { parcel, first }, ct))).Version;
+        (await Call(() => _server.SendJsonAsync(HttpMethod.Post, "api/v1/parcels", new CreateParcelRequest(parcel, first), Json.CreateParcelRequest, Json.CommitAnswer, ct))).Version;
 
     public async ValueTask<IReadOnlyList<VersionRecord>> ListVersionsAsync(string name, CancellationToken ct) =>
-        await Call(() => _server.SendJsonAsync<List<VersionRecord>>(HttpMethod.Get, $"api/v1/parcels/{Uri.EscapeDataString(name)}/versions", null, ct));
+        await Call(() => _server.SendJsonAsync(HttpMethod.Get, $"api/v1/parcels/{Uri.EscapeDataString(name)}/versions", Json.ListVersionRecord, ct));
 
-    private sealed record CommitAnswer(VersionRecord Version, bool Side, string? Reason);
+    internal sealed record CommitAnswer(VersionRecord Version, bool Side, string? Reason);
 
     public async ValueTask<VersionRecord> CommitAsync(string name, VersionRecord version, CancellationToken ct)
     {
-        var answer = await Call(() => _server.SendJsonAsync<CommitAnswer>(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/versions",
-            new { commitId = version.CommitId, version }, ct, LockToken));
+        var answer = await Call(() => _server.SendJsonAsync(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/versions",
+            new CommitRequest(version.CommitId, version), Json.CommitRequest, Json.CommitAnswer, ct, LockToken));
         return answer.Version;
     }
 
-    private sealed record LockAnswer(string Token, LockInfo Lock);
-    private sealed record ReadTokenAnswer(string Token);
+    internal sealed record LockAnswer(string Token, LockInfo Lock);
+    internal sealed record ReadTokenAnswer(string Token);
 
     /// <summary>Takes the parcel's lock for this site (the same token again if this site already holds it).</summary>
     public async ValueTask<string> AcquireLockAsync(string name, string siteId, string siteName, CancellationToken ct)
     {
-        var answer = await Call(() => _server.SendJsonAsync<LockAnswer>(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock",
-            new { siteId, siteName }, ct));
+        var answer = await Call(() => _server.SendJsonAsync(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock",
+            new LockRequest(siteId, siteName), Json.LockRequest, Json.LockAnswer, ct));
         return answer.Token;
     }
 
     public async ValueTask ReleaseLockAsync(string name, string token, CancellationToken ct) =>
-        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Delete, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock", null, ct, token));
+        await Call(() => _server.SendJsonAsync(HttpMethod.Delete, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock", Json.JsonElement, ct, token));
 
     /// <summary>Tells the server how far this site's check-in under <paramref name="token"/> is (see <see cref="CheckinReporter"/>).</summary>
     public async ValueTask ReportCheckinAsync(string name, string token, long sent, long? total, CancellationToken ct) =>
-        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Put, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock/checkin",
-            new { sent, total }, ct, token));
+        await Call(() => _server.SendJsonAsync(HttpMethod.Put, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock/checkin",
+            new CheckinReport(sent, total), Json.CheckinReport, Json.JsonElement, ct, token));
 
     public async ValueTask BreakLockAsync(string name, CancellationToken ct) =>
-        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock/break", null, ct));
+        await Call(() => _server.SendJsonAsync(HttpMethod.Post, $"api/v1/parcels/{Uri.EscapeDataString(name)}/lock/break", Json.JsonElement, ct));
 
     /// <summary>A token that only reads this user's blobs, for a LAN jukebox to fetch them from this server (it lives as long as this login).</summary>
     public async Task<string> ReadTokenAsync(CancellationToken ct) =>
-        (await Call(() => _server.SendJsonAsync<ReadTokenAnswer>(HttpMethod.Post, "api/v1/session/read-token", null, ct))).Token;
+        (await Call(() => _server.SendJsonAsync(HttpMethod.Post, "api/v1/session/read-token", Json.ReadTokenAnswer, ct))).Token;
 
     public async ValueTask LogoutAsync(CancellationToken ct) =>
-        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Post, "api/v1/logout", null, ct));
+        await Call(() => _server.SendJsonAsync(HttpMethod.Post, "api/v1/logout", Json.JsonElement, ct));
 
     /// <summary>Maps the protocol's error codes to the client's exceptions, so every home fails the same way.</summary>
     internal static async Task<T> Call<T>(Func<Task<T>> call)
@@ -159,7 +171,7 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         catch (ServerException e) when (e.Code == "locked")
         {
             LockInfo? holder = null;
-            if (e.Body is { } body && body.TryGetProperty("lock", out var l)) holder = l.Deserialize<LockInfo>(ServerConnection.Json);
+            if (e.Body is { } body && body.TryGetProperty("lock", out var l)) holder = l.Deserialize(Json.LockInfo);
             throw holder is null ? new ParcelLockedException(e.Message, null) : Locked(holder);
         }
     }
@@ -178,7 +190,7 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         string siteId, string siteName, CancellationToken ct)
     {
         using var first = new ServerConnection(url, fingerprint);
-        var prelogin = await first.SendJsonAsync<PreloginAnswer>(HttpMethod.Post, "api/v1/prelogin", new { user }, ct);
+        var prelogin = await first.SendJsonAsync(HttpMethod.Post, "api/v1/prelogin", new PreloginRequest(user), Json.PreloginRequest, Json.PreloginAnswer, ct);
         var presented = first.PresentedFingerprint ?? throw new ServerException(0, "no_certificate", "the server presented no certificate");
         if (fingerprint is null && !acceptFingerprint(presented))
             throw new ServerException(0, "certificate_not_accepted", $"the server's certificate {presented} was not accepted");
@@ -187,8 +199,8 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         LoginAnswer answer;
         try
         {
-            answer = await pinned.SendJsonAsync<LoginAnswer>(HttpMethod.Post, "api/v1/login",
-                new { user, authSecret = keys.AuthSecret, siteId, siteName }, ct);
+            answer = await pinned.SendJsonAsync(HttpMethod.Post, "api/v1/login",
+                new LoginRequest(user, keys.AuthSecret, siteId, siteName), Json.LoginRequest, Json.LoginAnswer, ct);
         }
         catch (ServerException e) when (e.Code == "wrong_password")
         {
@@ -201,24 +213,24 @@ public sealed class ServerParcelHome : IParcelHome, IDisposable
         return (new LoginRecord(url, user, presented, answer.Token, answer.WrappedSecrets, answer.Kdf, answer.HoardToken), keys.KeyEncryptionKey);
     }
 
-    private sealed record PreloginAnswer(KdfParameters Kdf);
-    private sealed record LoginAnswer(string Token, byte[] WrappedSecrets, KdfParameters Kdf, string? HoardToken);
+    internal sealed record PreloginAnswer(KdfParameters Kdf);
+    internal sealed record LoginAnswer(string Token, byte[] WrappedSecrets, KdfParameters Kdf, string? HoardToken);
 
     // ---- hoarding at another site (PROTOCOL.md "Hoarding at another site") ----
 
-    private sealed record HoardAnswer(HoardRequestRecord Request);
+    internal sealed record HoardAnswer(HoardRequestRecord Request);
 
     /// <summary>Asks the server that <paramref name="site"/> (a name or id of one of the user's sites) hoard the parcel.</summary>
     public async ValueTask<HoardRequestRecord> RequestHoardAsync(string parcel, string site, long? version, CancellationToken ct) =>
-        (await Call(() => _server.SendJsonAsync<HoardAnswer>(HttpMethod.Post, "api/v1/hoard/requests", new { parcel, site, version }, ct))).Request;
+        (await Call(() => _server.SendJsonAsync(HttpMethod.Post, "api/v1/hoard/requests", new HoardRequestBody(parcel, site, version), Json.HoardRequestBody, Json.HoardAnswer, ct))).Request;
 
     public async ValueTask<IReadOnlyList<HoardRequestRecord>> ListHoardRequestsAsync(CancellationToken ct) =>
-        await Call(() => _server.SendJsonAsync<List<HoardRequestRecord>>(HttpMethod.Get, "api/v1/hoard/requests", null, ct));
+        await Call(() => _server.SendJsonAsync(HttpMethod.Get, "api/v1/hoard/requests", Json.ListHoardRequestRecord, ct));
 
     public async ValueTask<IReadOnlyList<SiteRecord>> ListSitesAsync(CancellationToken ct) =>
-        await Call(() => _server.SendJsonAsync<List<SiteRecord>>(HttpMethod.Get, "api/v1/sites", null, ct));
+        await Call(() => _server.SendJsonAsync(HttpMethod.Get, "api/v1/sites", Json.ListSiteRecord, ct));
 
     /// <summary>Revokes the hoard-only token of the user's site named (or identified by) <paramref name="site"/>.</summary>
     public async ValueTask RevokeSiteAsync(string site, CancellationToken ct) =>
-        await Call(() => _server.SendJsonAsync<object?>(HttpMethod.Delete, $"api/v1/sites/{Uri.EscapeDataString(site)}", null, ct));
+        await Call(() => _server.SendJsonAsync(HttpMethod.Delete, $"api/v1/sites/{Uri.EscapeDataString(site)}", Json.JsonElement, ct));
 }

@@ -26,17 +26,20 @@ public sealed class SiteHoardClient : IDisposable
     public IChunkStore Chunks { get; }
 
     public async ValueTask<IReadOnlyList<HoardRequestRecord>> ListRequestsAsync(CancellationToken ct) =>
-        await ServerParcelHome.Call(() => _server.SendJsonAsync<List<HoardRequestRecord>>(HttpMethod.Get, "api/v1/hoard/requests", null, ct));
+        await ServerParcelHome.Call(() => _server.SendJsonAsync(HttpMethod.Get, "api/v1/hoard/requests", ServerJsonContext.Default.ListHoardRequestRecord, ct));
 
     public async ValueTask<IReadOnlyList<VersionRecord>> ListVersionsAsync(string parcel, CancellationToken ct) =>
-        await ServerParcelHome.Call(() => _server.SendJsonAsync<List<VersionRecord>>(HttpMethod.Get,
-            $"api/v1/parcels/{Uri.EscapeDataString(parcel)}/versions", null, ct));
+        await ServerParcelHome.Call(() => _server.SendJsonAsync(HttpMethod.Get,
+            $"api/v1/parcels/{Uri.EscapeDataString(parcel)}/versions", ServerJsonContext.Default.ListVersionRecord, ct));
 
-    private sealed record ReportAnswer(HoardRequestRecord Request);
+    internal sealed record ReportAnswer(HoardRequestRecord Request);
+    /// <summary>The body of a report: <see cref="HoardUpdate"/>'s members, copied so that the wire does not follow that record.</summary>
+    internal sealed record HoardReport(string State, long? Version, long BlobsDone, long BlobsTotal, long BytesDone, string? Error);
 
     public async ValueTask<HoardRequestRecord> ReportAsync(long id, HoardUpdate update, CancellationToken ct) =>
-        (await ServerParcelHome.Call(() => _server.SendJsonAsync<ReportAnswer>(HttpMethod.Put, $"api/v1/hoard/requests/{id}",
-            new { update.State, update.Version, update.BlobsDone, update.BlobsTotal, update.BytesDone, update.Error }, ct))).Request;
+        (await ServerParcelHome.Call(() => _server.SendJsonAsync(HttpMethod.Put, $"api/v1/hoard/requests/{id}",
+            new HoardReport(update.State, update.Version, update.BlobsDone, update.BlobsTotal, update.BytesDone, update.Error),
+            ServerJsonContext.Default.HoardReport, ServerJsonContext.Default.ReportAnswer, ct))).Request;
 
     public void Dispose() => _server.Dispose();
 }

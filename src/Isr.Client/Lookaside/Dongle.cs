@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Isr.Client.Transfer;
 using Isr.Format;
 using Isr.Storage;
@@ -27,9 +28,8 @@ public sealed class Dongle
 {
     public const string Format = "isr-dongle-1";
     private static readonly byte[] IndexHeader = "ISRD\u0001"u8.ToArray();
-    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
-
-    private sealed record Manifest(string Format, string Description, List<DongleParcel> Parcels);
+    /// <summary>What isr-dongle.json holds (internal for <see cref="DongleJsonContext"/>).</summary>
+    internal sealed record Manifest(string Format, string Description, List<DongleParcel> Parcels);
 
     public string Root { get; }
     private string ManifestPath => System.IO.Path.Combine(Root, "isr-dongle.json");
@@ -63,13 +63,13 @@ public sealed class Dongle
     private Manifest ReadManifest()
     {
         Manifest? manifest;
-        try { manifest = JsonSerializer.Deserialize<Manifest>(File.ReadAllBytes(ManifestPath), Json); }
+        try { manifest = JsonSerializer.Deserialize(File.ReadAllBytes(ManifestPath), DongleJsonContext.Default.Manifest); }
         catch (JsonException e) { throw new InvalidDataException($"{ManifestPath} is malformed: {e.Message}"); }
         if (manifest?.Format != Format) throw new InvalidDataException($"{Root} is a dongle of an unknown format '{manifest?.Format}' (this isr reads {Format})");
         return manifest;
     }
 
-    private void WriteManifest(Manifest manifest) => Durable.WriteFileAtomically(ManifestPath, JsonSerializer.SerializeToUtf8Bytes(manifest, Json));
+    private void WriteManifest(Manifest manifest) => Durable.WriteFileAtomically(ManifestPath, JsonSerializer.SerializeToUtf8Bytes(manifest, DongleJsonContext.Default.Manifest));
 
     /// <summary>The tags the index lists (a torn last entry, or a missing index, gives fewer: they are only hints).</summary>
     public HashSet<ChunkTag> ReadIndex()
@@ -161,3 +161,8 @@ public static class DongleWriter
         return await dongle.WriteAsync(parcel, version.ParcelId, version, since, hoarder, Get, progress, ct);
     }
 }
+
+/// <summary>A dongle's manifest, indented for a reader.</summary>
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+[JsonSerializable(typeof(Dongle.Manifest))]
+internal sealed partial class DongleJsonContext : JsonSerializerContext;

@@ -13,14 +13,12 @@ namespace Isr.Client.Session;
 public sealed record PendingCommit(VersionRecord Version, IReadOnlyList<string> Blobs, long BaseVersion, IReadOnlyList<PendingChange>? Changes = null,
     long? JournalBytes = null)
 {
-    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
-
     public IReadOnlyCollection<ChunkTag> BlobTags => Blobs.Select(ChunkTag.Parse).ToList();
 
-    public void Save(string path) => Durable.WriteFileAtomically(path, JsonSerializer.SerializeToUtf8Bytes(this, Json));
+    public void Save(string path) => Durable.WriteFileAtomically(path, JsonSerializer.SerializeToUtf8Bytes(this, Site.ParcelStateJsonContext.Default.PendingCommit));
 
     public static PendingCommit? Load(string path) =>
-        File.Exists(path) ? JsonSerializer.Deserialize<PendingCommit>(File.ReadAllBytes(path), Json) : null;
+        File.Exists(path) ? JsonSerializer.Deserialize(File.ReadAllBytes(path), Site.ParcelStateJsonContext.Default.PendingCommit) : null;
 }
 
 /// <summary>One disk chunk a pending version changes: its index and the tag of its ciphertext.</summary>

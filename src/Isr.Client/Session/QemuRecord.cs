@@ -13,8 +13,6 @@ namespace Isr.Client.Session;
 /// </summary>
 public sealed record QemuRecord(int Pid, long StartTime, string QmpSocket)
 {
-    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
-
     public static string PathFor(SiteDirectory site, string parcel) => System.IO.Path.Combine(site.ParcelDirectory(parcel), "qemu.json");
 
     /// <summary>Records a just-started QEMU; null (nothing recorded) where /proc cannot tell its start time.</summary>
@@ -22,14 +20,14 @@ public sealed record QemuRecord(int Pid, long StartTime, string QmpSocket)
     {
         if (ReadStartTime(pid) is not long started) return null;
         var record = new QemuRecord(pid, started, qmpSocket);
-        Durable.WriteFileAtomically(PathFor(site, parcel), JsonSerializer.SerializeToUtf8Bytes(record, Json));
+        Durable.WriteFileAtomically(PathFor(site, parcel), JsonSerializer.SerializeToUtf8Bytes(record, ParcelStateJsonContext.Default.QemuRecord));
         return record;
     }
 
     public static QemuRecord? Load(SiteDirectory site, string parcel)
     {
         var path = PathFor(site, parcel);
-        try { return File.Exists(path) ? JsonSerializer.Deserialize<QemuRecord>(File.ReadAllBytes(path), Json) : null; }
+        try { return File.Exists(path) ? JsonSerializer.Deserialize(File.ReadAllBytes(path), ParcelStateJsonContext.Default.QemuRecord) : null; }
         catch (JsonException) { return null; } // torn by a crash before it was ever used: nothing to find
     }
 

@@ -21,13 +21,13 @@ public sealed record SiteConfig
     /// <summary>How often the daemon asks the server for hoard requests when all is well (errors back off from there).</summary>
     public TimeSpan HoardPoll { get; init; } = TimeSpan.FromSeconds(30);
 
-    private sealed record FileForm(string? CacheLimit, bool? WipeAfterCheckin, bool? WipeCache, string? HoardBwlimit, double? HoardPollSeconds);
+    internal sealed record FileForm(string? CacheLimit, bool? WipeAfterCheckin, bool? WipeCache, string? HoardBwlimit, double? HoardPollSeconds);
 
     public static SiteConfig Load(string root)
     {
         var file = Path.Combine(root, "config.json");
         var form = File.Exists(file)
-            ? JsonSerializer.Deserialize<FileForm>(File.ReadAllBytes(file), new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.CamelCase })
+            ? JsonSerializer.Deserialize(File.ReadAllBytes(file), SiteJsonContext.Default.FileForm)
               ?? throw new FormatException($"{file} is empty")
             : new FileForm(null, null, null, null, null);
         var limit = Environment.GetEnvironmentVariable("ISR_CACHE_LIMIT") is { Length: > 0 } env ? env : form.CacheLimit;

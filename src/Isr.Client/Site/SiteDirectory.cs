@@ -31,12 +31,7 @@ public sealed class SiteDirectory
 {
     /// <summary>Generated metadata for the site's own files: built by reflection (and emitted IL), reading local.json
     /// cost each new CLI process ~25 ms before a resume's request was sent.</summary>
-    private static readonly JsonSerializerOptions Json = new()
-    {
-        WriteIndented = true,
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        TypeInfoResolver = SiteJsonContext.Default,
-    };
+    private static SiteJsonContext Json => SiteJsonContext.Default;
 
     public string Root { get; }
     /// <summary>Fetched blobs: losing one to a crash only costs a refetch, so no fsync.</summary>
@@ -105,34 +100,34 @@ public sealed class SiteDirectory
         get
         {
             var file = Path.Combine(Root, "site.json");
-            if (File.Exists(file)) return JsonSerializer.Deserialize<SiteIdentity>(File.ReadAllBytes(file), Json)!;
+            if (File.Exists(file)) return JsonSerializer.Deserialize(File.ReadAllBytes(file), Json.SiteIdentity)!;
             var identity = new SiteIdentity(Guid.NewGuid().ToString(), Environment.GetEnvironmentVariable("ISR_SITE_NAME") ?? Environment.MachineName);
-            Durable.WriteFileAtomically(file, JsonSerializer.SerializeToUtf8Bytes(identity, Json));
+            Durable.WriteFileAtomically(file, JsonSerializer.SerializeToUtf8Bytes(identity, Json.SiteIdentity));
             return identity;
         }
     }
 
     private string LoginFile => Path.Combine(Root, "login.json");
 
-    public Homes.LoginRecord? Login => File.Exists(LoginFile) ? JsonSerializer.Deserialize<Homes.LoginRecord>(File.ReadAllBytes(LoginFile), Json) : null;
+    public Homes.LoginRecord? Login => File.Exists(LoginFile) ? JsonSerializer.Deserialize(File.ReadAllBytes(LoginFile), Json.LoginRecord) : null;
 
     /// <summary>Keeps the login; forgetting it (null) forgets the site's hoard-only token too.</summary>
     public void SaveLogin(Homes.LoginRecord? login)
     {
         if (login is null) { File.Delete(LoginFile); SaveHoardToken(null); }
-        else Durable.WriteFileAtomically(LoginFile, JsonSerializer.SerializeToUtf8Bytes(login, Json));
+        else Durable.WriteFileAtomically(LoginFile, JsonSerializer.SerializeToUtf8Bytes(login, Json.LoginRecord));
     }
 
     private string HoardTokenFile => Path.Combine(Root, "hoard-token.json");
 
     /// <summary>The site's hoard-only token (from the last login), which the site daemon hoards with; no user key in it.</summary>
     public Homes.SiteHoardToken? HoardToken =>
-        File.Exists(HoardTokenFile) ? JsonSerializer.Deserialize<Homes.SiteHoardToken>(File.ReadAllBytes(HoardTokenFile), Json) : null;
+        File.Exists(HoardTokenFile) ? JsonSerializer.Deserialize(File.ReadAllBytes(HoardTokenFile), Json.SiteHoardToken) : null;
 
     public void SaveHoardToken(Homes.SiteHoardToken? token)
     {
         if (token is null) File.Delete(HoardTokenFile);
-        else Durable.WriteFileAtomically(HoardTokenFile, JsonSerializer.SerializeToUtf8Bytes(token, Json));
+        else Durable.WriteFileAtomically(HoardTokenFile, JsonSerializer.SerializeToUtf8Bytes(token, Json.SiteHoardToken));
     }
 
     public string PendingCommitPath(string parcel) => Path.Combine(ParcelDirectory(parcel), "pending-commit.json");
@@ -140,12 +135,12 @@ public sealed class SiteDirectory
     public ParcelLocalState? ReadLocal(string parcel)
     {
         var file = Path.Combine(ParcelDirectory(parcel), "local.json");
-        return File.Exists(file) ? JsonSerializer.Deserialize<ParcelLocalState>(File.ReadAllBytes(file), Json) : null;
+        return File.Exists(file) ? JsonSerializer.Deserialize(File.ReadAllBytes(file), Json.ParcelLocalState) : null;
     }
 
     public void WriteLocal(string parcel, ParcelLocalState state)
     {
-        Durable.WriteFileAtomically(Path.Combine(ParcelDirectory(parcel), "local.json"), JsonSerializer.SerializeToUtf8Bytes(state, Json));
+        Durable.WriteFileAtomically(Path.Combine(ParcelDirectory(parcel), "local.json"), JsonSerializer.SerializeToUtf8Bytes(state, Json.ParcelLocalState));
         if (state.Store.Length > 0) Durable.WriteFileAtomically(LastStoreFile, System.Text.Encoding.UTF8.GetBytes(state.Store));
     }
 
@@ -161,8 +156,20 @@ public sealed class SiteDirectory
 /// <summary>A site: an ISR_HOME with a random id and a human name, shown as a lock holder.</summary>
 public sealed record SiteIdentity(string Id, string Name);
 
+/// <summary>The site's own files, indented for a reader: local.json, site.json, login.json, hoard-token.json, and
+/// config.json (only read).</summary>
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(ParcelLocalState))]
 [JsonSerializable(typeof(SiteIdentity))]
 [JsonSerializable(typeof(Homes.LoginRecord))]
 [JsonSerializable(typeof(Homes.SiteHoardToken))]
+[JsonSerializable(typeof(SiteConfig.FileForm))]
 internal sealed partial class SiteJsonContext : JsonSerializerContext;
+
+/// <summary>The files a session keeps in a parcel's state directory, written compactly: qemu.json, pending-commit.json
+/// and home-view.json.</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+[JsonSerializable(typeof(Session.QemuRecord))]
+[JsonSerializable(typeof(Session.PendingCommit))]
+[JsonSerializable(typeof(Homes.OfflineHome.View))]
+internal sealed partial class ParcelStateJsonContext : JsonSerializerContext;
