@@ -93,7 +93,7 @@ public sealed class PortableTests
 
         var login = new SiteDirectory(a.Home).Login!;
         using var connection = new ServerConnection(login.Server, login.Fingerprint, login.Token);
-        var recovery = await connection.SendJsonAsync<JsonElement>(HttpMethod.Get, "api/v1/account/recovery", null, default);
+        var recovery = await connection.SendJsonAsync(HttpMethod.Get, "api/v1/account/recovery", Isr.Client.Daemon.DaemonJsonContext.Default.JsonElement, default);
         var recovered = UserSecrets.Unwrap(recoveryKey, recovery.GetProperty("wrappedSecrets").GetBytesFromBase64());
         Assert.Equal(storeSecrets.DomainSecret, recovered.DomainSecret);
     }

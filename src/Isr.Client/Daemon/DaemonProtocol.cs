@@ -51,9 +51,6 @@ public sealed record DaemonPing(int Pid, string[] Sessions, bool HoldsKeys);
 /// <summary>The daemon's answer to keep-keys (holding, until when) and forget-keys (not holding, no time).</summary>
 public sealed record HeldKeysReply(bool Holding, DateTimeOffset? Until = null);
 
-/// <summary>Enum values as camelCase words ("baseline", "workingSet"), as the protocol always wrote them.</summary>
-public sealed class CamelCaseEnumConverter<TEnum>() : JsonStringEnumConverter<TEnum>(JsonNamingPolicy.CamelCase) where TEnum : struct, Enum;
-
 public static class DaemonJson
 {
     /// <summary>The protocol's settings over its generated metadata (<see cref="DaemonJsonContext"/>), nothing else: the
@@ -84,8 +81,7 @@ public static class DaemonJson
 
 /// <summary>Everything that crosses the daemon's socket (requests, replies, and each operation's result), and the
 /// daemon's background-checkin.json. Public: the CLI reads the results with it.</summary>
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-    Converters = [typeof(CamelCaseEnumConverter<QemuDisplayMode>), typeof(CamelCaseEnumConverter<TransferPolicy>), typeof(CamelCaseEnumConverter<PrefetchMode>)])]
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(DaemonRequest))]
 [JsonSerializable(typeof(DaemonReply))]
 [JsonSerializable(typeof(DaemonPing))]

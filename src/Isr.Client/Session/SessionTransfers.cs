@@ -1,14 +1,17 @@
 using System.Diagnostics;
+using System.Text.Json.Serialization;
 using Isr.Client.Cache;
 using Isr.Client.Disk;
 using Isr.Client.Homes;
 using Isr.Client.Site;
 using Isr.Client.Transfer;
 using Isr.Format;
+using Isr.Vmm;
 
 namespace Isr.Client.Session;
 
 /// <summary>State-transfer policies at resume (the seeds' Figure 4/5).</summary>
+[JsonConverter(typeof(CamelCaseEnumConverter<TransferPolicy>))]
 public enum TransferPolicy
 {
     /// <summary>Memory image first, disk chunks when the guest reads them (plus working-set and background prefetch).</summary>
@@ -18,6 +21,7 @@ public enum TransferPolicy
 }
 
 /// <summary>What to fetch ahead of the guest after a resume.</summary>
+[JsonConverter(typeof(CamelCaseEnumConverter<PrefetchMode>))]
 public enum PrefetchMode
 {
     None,
