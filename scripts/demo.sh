@@ -1,5 +1,5 @@
 #!/bin/bash
-# The demo: installs what is needed, builds the test guest, isr and isr-server, starts an embedded server on
+# The demo: installs what is needed, builds the test guest, the native isr and isr-server, starts an embedded server on
 # loopback, creates a parcel from the guest's bootable disk, resumes it at site A (first boot), lets it work,
 # suspends and checks it in, then resumes it at site B and checks that the guest continued exactly where it
 # stopped (same RAM-only seed, counter going on, no reboot). Prints resume latencies and PASS or FAIL.

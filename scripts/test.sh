@@ -1,5 +1,6 @@
 #!/bin/bash
-# The test command: installs dependencies, builds the test guest, restores NuGet packages and runs every test.
+# The test command: installs dependencies, builds the test guest, restores NuGet packages, builds, publishes the native
+# isr (what users install; the end-to-end tests run it) and runs every test.
 # End-to-end tests with QEMU run one at a time, each under a hard timeout.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
