@@ -206,7 +206,10 @@ public sealed class CheckinWaitTests(CheckinWaitTests.TwoSites sites) : IClassFi
         var consoleB = Path.Combine(b.Root, "console-b.log");
         await using var resume = b.IsrStart(["resume", "box", "--headless", "--serial", consoleB]);
         var waiting = await resume.WaitForStderrAsync("waiting for the check-in at site 'site-a'", timeout);
-        Assert.Matches(@"^isr: waiting for the check-in at site 'site-a': \d+\.\d MiB of \d+\.\d MiB sent$", waiting);
+        Assert.Matches(@"^isr: waiting for the check-in at site 'site-a': \d+(\.\d)? (B|KiB|MiB)( of \d+\.\d MiB)? sent$", waiting);
+        // A reports every CheckinReporter.Interval: an upload shorter than that shows its bytes at the next report.
+        var reported = await resume.WaitForStderrAsync(" MiB of ", timeout);
+        Assert.Matches(@"^isr: waiting for the check-in at site 'site-a': \d+\.\d MiB of \d+\.\d MiB sent$", reported);
 
         File.WriteAllText(release, "");
         var (codeA, outA, errA) = await checkin.ExitAsync(timeout);
