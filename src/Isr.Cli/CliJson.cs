@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using Isr.Cli.Commands;
@@ -6,23 +5,17 @@ using Isr.Client.Daemon;
 using Isr.Client.Homes;
 using Isr.Client.Lookaside;
 using Isr.Client.Portable;
-using Isr.Client.Session;
 using Isr.Client.Transfer;
 using Isr.Storage.Metadata;
 
 namespace Isr.Cli;
 
-/// <summary>What `--json` prints, from generated code: `isr` is compiled ahead of time, where reflection cannot build
-/// serializers. The settings are the daemon protocol's, so a result passes through unchanged.</summary>
+/// <summary>What `--json` prints beyond the daemon's results (those print with <see cref="DaemonJsonContext"/>, the
+/// protocol's own metadata), from generated code: `isr` is compiled ahead of time, where reflection cannot build
+/// serializers. The settings are the daemon protocol's, so every command's output reads alike.</summary>
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
-[JsonSerializable(typeof(JsonElement))]
 [JsonSerializable(typeof(JsonObject))]
-[JsonSerializable(typeof(SessionStats))]
-[JsonSerializable(typeof(SuspendResult))]
-[JsonSerializable(typeof(CheckinResult))]
 [JsonSerializable(typeof(HoardResult))]
-[JsonSerializable(typeof(CheckinProgress[]))]
-[JsonSerializable(typeof(BackgroundHoard[]))]
 [JsonSerializable(typeof(CopyResult))]
 [JsonSerializable(typeof(DongleWriteResult))]
 [JsonSerializable(typeof(HoardRequestRecord))]

@@ -88,8 +88,9 @@ public sealed class RemoteHoardTests
     /// <summary>`isr daemon --service` for <paramref name="site"/>, without ISR_PASSWORD; output goes to <paramref name="log"/>.</summary>
     private static Process StartService(TestSite site, StringBuilder log)
     {
-        var start = new ProcessStartInfo(TestEnvironment.Isr.Program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var arg in (string[])[.. TestEnvironment.Isr.Prefix, "daemon", "--service"]) start.ArgumentList.Add(arg);
+        var (program, args) = TestEnvironment.IsrCommand(["daemon", "--service"]);
+        var start = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in args) start.ArgumentList.Add(arg);
         start.Environment.Remove("ISR_PASSWORD");
         start.Environment["ISR_HOME"] = site.Home;
         start.Environment["ISR_SITE_NAME"] = site.Name;

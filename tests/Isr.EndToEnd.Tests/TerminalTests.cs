@@ -15,8 +15,8 @@ public sealed class TerminalTests
         TestEnvironment.RequireProgram("script");
         await using var site = new TestSite();
         const string typed = "typed at a terminal 42";
-        var isr = TestEnvironment.Isr;
-        string[] command = [isr.Program, .. isr.Prefix, "create", "box", "--from", TestEnvironment.GuestImage(), "--store", site.Store];
+        var (program, args) = TestEnvironment.IsrCommand(["create", "box", "--from", TestEnvironment.GuestImage(), "--store", site.Store]);
+        string[] command = [program, .. args];
         // The password is typed twice (a new store asks to repeat it), each time after a pause, as a person would.
         var typing = $"sleep 3; printf '%s\\r' \"$PW\"; sleep 2; printf '%s\\r' \"$PW\"";
         var env = new Dictionary<string, string> { ["ISR_HOME"] = site.Home, ["DISPLAY"] = "", ["PW"] = typed, ["CMD"] = string.Join(' ', command.Select(Quote)) };

@@ -34,9 +34,19 @@ public static class TestEnvironment
         }
     }
 
+    /// <summary>The program and full argument list that run isr with <paramref name="args"/>.</summary>
+    public static (string Program, string[] Args) IsrCommand(IEnumerable<string> args)
+    {
+        var (program, prefix) = Isr;
+        return (program, [.. prefix, .. args]);
+    }
+
     /// <summary>Runs isr with these arguments under a hard timeout.</summary>
-    public static Task<(int Code, string Stdout, string Stderr)> RunIsrAsync(IEnumerable<string> args, IDictionary<string, string>? env, TimeSpan timeout) =>
-        RunAsync(Isr.Program, [.. Isr.Prefix, .. args], env, timeout);
+    public static Task<(int Code, string Stdout, string Stderr)> RunIsrAsync(IEnumerable<string> args, IDictionary<string, string>? env, TimeSpan timeout)
+    {
+        var (program, all) = IsrCommand(args);
+        return RunAsync(program, all, env, timeout);
+    }
 
     public static void RequireProgram(string name)
     {

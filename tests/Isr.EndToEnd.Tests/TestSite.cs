@@ -43,8 +43,11 @@ public sealed class TestSite : IAsyncDisposable
     }
 
     /// <summary>Starts isr without waiting for it, so that a test can act while it runs (read its stderr as it comes).</summary>
-    public RunningProgram IsrStart(string[] args, Dictionary<string, string>? extra = null) =>
-        RunningProgram.Start(TestEnvironment.Isr.Program, [.. TestEnvironment.Isr.Prefix, .. args], Environment(Password, extra));
+    public RunningProgram IsrStart(string[] args, Dictionary<string, string>? extra = null)
+    {
+        var (program, all) = TestEnvironment.IsrCommand(args);
+        return RunningProgram.Start(program, all, Environment(Password, extra));
+    }
 
     /// <summary>Runs isr and requires exit code 0; returns stdout.</summary>
     public async Task<string> IsrOkAsync(params string[] args)

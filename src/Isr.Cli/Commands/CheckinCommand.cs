@@ -26,11 +26,11 @@ public static class CheckinCommand
                 await RefuseWhileRunningAsync(site, name, "check it in", ct);
                 if (parse.GetValue(keepLock)) throw new ArgumentException("--background always releases the lock, so that the user can leave: drop --keep-lock");
                 var started = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "checkin", Parcel = name, Store = Cli.StorePath(parse, site, name) }, null, ct);
-                Cli.Print(parse, started!.Value, CliJsonContext.Default.JsonElement, () => AnsiConsole.WriteLine($"checking in {name} in the background: 'isr status' shows its progress and says when it is safe to leave"));
+                Cli.Print(parse, started!.Value, DaemonJsonContext.Default.JsonElement, () => AnsiConsole.WriteLine($"checking in {name} in the background: 'isr status' shows its progress and says when it is safe to leave"));
                 return 0;
             }
             var result = await Progress.RunBytesAsync(parse, $"checking in {name}", progress => CheckInAsync(parse, site, name, parse.GetValue(keepLock), progress, ct));
-            Cli.Print(parse, result, CliJsonContext.Default.CheckinResult, () => AnsiConsole.WriteLine(
+            Cli.Print(parse, result, DaemonJsonContext.Default.CheckinResult, () => AnsiConsole.WriteLine(
                 $"{name} is at version {result.Version}{(result.Side ? " (kept as a side version: the lock was broken or a newer version exists)" : "")}; " +
                 $"sent {result.ChunksUploaded} blobs ({Cli.Bytes(result.BytesUploaded)}){(result.LockReleased ? "; lock released: safe to leave this site" : "")}"));
             return 0;
@@ -51,7 +51,7 @@ public static class CheckinCommand
             ProcessStarted = processStarted, CommandStarted = parsed,
         };
         if (await DaemonClient.SendAsync(site, request, null, ct, startIfNeeded: false, onBytes: progress.Report) is { } byDaemon)
-            return byDaemon.Deserialize(CliJsonContext.Default.CheckinResult)!;
+            return byDaemon.Deserialize(DaemonJsonContext.Default.CheckinResult)!;
         return await Checkin.RunAsync(site, Cli.Home(parse, site, name), name, releaseLock: !keepLock, progress, ct,
             trace: StepTrace.FromCommand(processStarted, parsed));
     }
@@ -62,7 +62,7 @@ public static class CheckinCommand
         if (running is { ValueKind: JsonValueKind.True })
             throw new InvalidOperationException($"parcel '{parcel}' is running at this site: suspend it first, then {action}");
         var checkins = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "checkins" }, null, ct, startIfNeeded: false);
-        if (checkins?.Deserialize(CliJsonContext.Default.CheckinProgressArray)?.Any(c => c.Parcel == parcel && c.State == "uploading") == true)
+        if (checkins?.Deserialize(DaemonJsonContext.Default.CheckinProgressArray)?.Any(c => c.Parcel == parcel && c.State == "uploading") == true)
             throw new InvalidOperationException($"parcel '{parcel}' is being checked in at this site in the background: wait until 'isr status' says it is committed, then {action}");
     }
 }

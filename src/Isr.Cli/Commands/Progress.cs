@@ -3,7 +3,6 @@ using System.CommandLine;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Isr.Client.Daemon;
 using Isr.Client.Session;
 using Spectre.Console;
 

@@ -108,9 +108,9 @@ public static class ResumeCommand
                 await WaitForCheckinElsewhereAsync(parse, site, name, TimeSpan.FromSeconds(parse.GetValue(staleAfter)), ct);
                 result = await Cli.SendNeedingKeysAsync(parse, site, request, ct);
             }
-            var stats = result!.Value.Deserialize(CliJsonContext.Default.SessionStats)!;
+            var stats = result!.Value.Deserialize(DaemonJsonContext.Default.SessionStats)!;
             var vncAddress = VncAddress(result.Value);
-            Cli.Print(parse, stats, CliJsonContext.Default.SessionStats, () =>
+            Cli.Print(parse, stats, DaemonJsonContext.Default.SessionStats, () =>
             {
                 AnsiConsole.MarkupLineInterpolated(
                     $"resumed [bold]{name}[/] version {stats.BaseVersion} in {stats.ResumeSeconds:F2} s{(stats.ColdBoot ? " (booted from the disk)" : "")}");
@@ -145,8 +145,11 @@ public static class ResumeCommand
     {
         var c = holder.Checkin!;
         var text = $"waiting for the check-in at site '{holder.SiteName}': {Cli.Bytes(c.Sent)}" + (c.Total is { } t ? $" of {Cli.Bytes(t)} sent" : " sent");
-        return new(text, c.Total is > 0 ? Math.Min(1.0, c.Sent / (double)c.Total.Value) : null,
-            new JsonObject { ["site"] = holder.SiteName, ["siteId"] = holder.SiteId, ["sent"] = c.Sent, ["total"] = c.Total, ["started"] = c.Started, ["updated"] = c.Updated });
+        var json = new JsonObject { ["site"] = holder.SiteName, ["siteId"] = holder.SiteId, ["sent"] = c.Sent };
+        if (c.Total is { } total) json["total"] = total; // unknown: left out, as every --json output leaves out nulls
+        json["started"] = c.Started;
+        json["updated"] = c.Updated;
+        return new(text, c.Total is > 0 ? Math.Min(1.0, c.Sent / (double)c.Total.Value) : null, json);
     }
 
     /// <summary>

@@ -36,7 +36,7 @@ public static class StatCommand
 
             var journal = new FileInfo(site.JournalPath(name));
             var session = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "stat", Parcel = name }, null, ct, startIfNeeded: false);
-            var running = session is { ValueKind: JsonValueKind.Object } s ? s.Deserialize(CliJsonContext.Default.SessionStats) : null;
+            var running = session is { ValueKind: JsonValueKind.Object } s ? s.Deserialize(DaemonJsonContext.Default.SessionStats) : null;
             var local = site.ReadLocal(name); // after asking the daemon: one started just now records why a VM stopped
             var stat = new ParcelStat(name, stored?.Head.Number, stored?.Versions, stored?.Head.DiskSize, stored?.Head.ChunkSize, stored?.Head.DiskChunks,
                 stored?.StoredDiskChunks, stored?.Head.MemoryBytes, stored?.Head.MemoryChunks, stored?.HeadStoredBytes, homeProblem,

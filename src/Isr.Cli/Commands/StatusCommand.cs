@@ -22,9 +22,9 @@ public static class StatusCommand
             var site = Cli.Site();
             var statuses = new List<ParcelStatus>();
             var checkins = (await DaemonClient.SendAsync(site, new DaemonRequest { Op = "checkins" }, null, ct, startIfNeeded: false))?
-                .Deserialize(CliJsonContext.Default.CheckinProgressArray)?.ToDictionary(c => c.Parcel) ?? [];
+                .Deserialize(DaemonJsonContext.Default.CheckinProgressArray)?.ToDictionary(c => c.Parcel) ?? [];
             var hoards = (await DaemonClient.SendAsync(site, new DaemonRequest { Op = "hoards" }, null, ct, startIfNeeded: false))?
-                .Deserialize(CliJsonContext.Default.BackgroundHoardArray)?.ToDictionary(h => h.Parcel) ?? [];
+                .Deserialize(DaemonJsonContext.Default.BackgroundHoardArray)?.ToDictionary(h => h.Parcel) ?? [];
             foreach (var name in site.ParcelNames().Concat(checkins.Keys).Concat(hoards.Keys).Distinct().Order())
             {
                 if (checkins.TryGetValue(name, out var background) && background.State != "failed")

@@ -23,7 +23,7 @@ public static class SuspendCommand
                 var written = await LookasideCommand.WriteAsync(parse, name, path, ct);
                 if (!parse.GetValue(Cli.Json)) LookasideCommand.PrintWritten(written);
             }
-            Cli.Print(parse, suspended, CliJsonContext.Default.SuspendResult, () => AnsiConsole.WriteLine(
+            Cli.Print(parse, suspended, DaemonJsonContext.Default.SuspendResult, () => AnsiConsole.WriteLine(
                 $"suspended {name} in {suspended.Seconds:F2} s: memory image {Cli.Bytes(suspended.MemoryImageBytes)} ({Cli.Bytes(suspended.MemoryImageNewBytes)} new); " +
                 (suspended.Committed is { } c ? $"version {c.Version}, sent {Cli.Bytes(c.BytesUploaded)}" : "kept at this site: run 'isr checkin' to send it home and release the lock")));
             return 0;
@@ -40,7 +40,7 @@ public static class SuspendCommand
         var running = await DaemonClient.SendAsync(site, new DaemonRequest { Op = "running", Parcel = parcel }, null, ct, startIfNeeded: false);
         if (running is { ValueKind: JsonValueKind.True } || site.ReadLocal(parcel)?.Interrupted is null) return null;
         var result = await Cli.SendNeedingKeysAsync(parse, site, new DaemonRequest { Op = "keep", Parcel = parcel, Store = Cli.StorePath(parse, site, parcel) }, ct);
-        return result!.Value.Deserialize(CliJsonContext.Default.SuspendResult)!;
+        return result!.Value.Deserialize(DaemonJsonContext.Default.SuspendResult)!;
     }
 
     /// <summary>Sends a request to the parcel's running session (suspend, sync), printing its progress lines.</summary>
@@ -49,6 +49,6 @@ public static class SuspendCommand
         var result = await DaemonClient.SendAsync(Cli.Site(), new DaemonRequest { Op = op, Parcel = parcel },
             m => { if (!parse.GetValue(Cli.Json)) Console.Error.WriteLine($"isr: {m}"); }, ct, startIfNeeded: false)
             ?? throw new InvalidOperationException($"parcel '{parcel}' is not running at this site (no site daemon)");
-        return result.Deserialize(CliJsonContext.Default.SuspendResult)!;
+        return result.Deserialize(DaemonJsonContext.Default.SuspendResult)!;
     }
 }

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Isr.Client.Daemon;
 using Isr.Client.Session;
 using Spectre.Console;
 
@@ -14,7 +15,7 @@ public static class SyncCommand
         {
             string name = parse.GetValue(Cli.Parcel)!;
             var synced = await SuspendCommand.SendToSessionAsync(parse, "sync", name, ct);
-            Cli.Print(parse, synced, CliJsonContext.Default.SuspendResult, () => AnsiConsole.MarkupLineInterpolated(
+            Cli.Print(parse, synced, DaemonJsonContext.Default.SuspendResult, () => AnsiConsole.MarkupLineInterpolated(
                 $"synced [bold]{name}[/] as version {synced.Committed?.Version} in {synced.Seconds:F2} s; the VM kept running"));
             return 0;
         });

@@ -53,11 +53,6 @@ public sealed record HeldKeysReply(bool Holding, DateTimeOffset? Until = null);
 
 public static class DaemonJson
 {
-    /// <summary>The protocol's settings over its generated metadata (<see cref="DaemonJsonContext"/>), nothing else: the
-    /// CLI prints its results with them. Built by reflection, the first request cost the CLI ~100 ms (ReadyToRun) before
-    /// it was sent and as much again for the reply, a tenth of a hoarded resume; and native AOT has no reflection.</summary>
-    public static readonly JsonSerializerOptions Options = DaemonJsonContext.Default.Options;
-
     /// <summary>
     /// Reads and writes a resume request and its reply once, on a pool thread, so that the first resume after a daemon
     /// starts (`isr login` starts it) does not set up the serializer's metadata and converters while the user waits: even
